@@ -1,0 +1,1 @@
+"""routstr-core: a Routstr node."""

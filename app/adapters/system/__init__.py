@@ -1,0 +1,1 @@
+"""Adapters for the host system: the wall clock."""

@@ -1,0 +1,1 @@
+"""HTTP edge: controllers, schemas and error mapping."""

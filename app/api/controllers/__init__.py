@@ -1,0 +1,1 @@
+"""One Controller per resource."""

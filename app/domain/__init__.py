@@ -1,0 +1,1 @@
+"""Pure rules of the node: money, pricing, balances, fees. Standard library only."""

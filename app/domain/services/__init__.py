@@ -1,0 +1,1 @@
+"""Async use cases combining domain rules and ports."""

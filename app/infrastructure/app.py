@@ -1,0 +1,74 @@
+"""The Litestar application factory."""
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from litestar import Litestar
+from litestar.config.cors import CORSConfig
+from litestar.openapi.config import OpenAPIConfig
+
+from app.api.controllers.balance import BalanceController, WalletAliasController
+from app.api.controllers.health import HealthController
+from app.api.controllers.info import InfoController
+from app.api.errors import EXCEPTION_HANDLERS
+from app.api.request_id import add_request_id_header, bind_request_context
+from app.domain.node import VERSION
+from app.infrastructure.container import Adapters, build_adapters, dependencies
+from app.infrastructure.logging import configure_logging
+from app.infrastructure.settings import Settings, load_settings
+
+MAX_BODY_BYTES = 25 * 1024 * 1024
+EXPOSED_HEADERS = [
+    "x-routstr-request-id",
+    "x-cashu",
+    "x-routstr-cost-msats",
+    "x-routstr-cost-usd",
+    "x-routstr-input-cost-msats",
+    "x-routstr-output-cost-msats",
+    "x-routstr-change-pending",
+    "retry-after",
+    "x-ratelimit-limit-requests",
+    "x-ratelimit-remaining-requests",
+    "x-ratelimit-reset-requests",
+]
+
+
+def _cors(settings: Settings) -> CORSConfig:
+    wildcard = "*" in settings.cors_origins
+    return CORSConfig(
+        allow_origins=list(settings.cors_origins),
+        allow_credentials=not wildcard,  # never credentials for '*'
+        expose_headers=EXPOSED_HEADERS,
+    )
+
+
+def create_app(settings: Settings, adapters: Adapters | None = None) -> Litestar:
+    """Wire the app. Tests pass fakes in `adapters`; production builds the real ones."""
+    wired = adapters if adapters is not None else build_adapters(settings)
+
+    @asynccontextmanager
+    async def lifespan(_app: Litestar) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            await wired.close()
+
+    return Litestar(
+        route_handlers=[InfoController, HealthController, BalanceController, WalletAliasController],
+        dependencies=dependencies(settings, wired),
+        exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]  # handlers take Exception subclasses
+        before_request=bind_request_context,
+        before_send=[add_request_id_header],
+        cors_config=_cors(settings),
+        lifespan=[lifespan],
+        request_max_body_size=MAX_BODY_BYTES,
+        openapi_config=OpenAPIConfig(title="routstr-core", version=VERSION),
+        debug=False,
+    )
+
+
+def create_app_from_env() -> Litestar:
+    """Production entry point: `uvicorn --factory app.infrastructure.app:create_app_from_env`."""
+    settings = load_settings()
+    configure_logging(settings.log_level)
+    return create_app(settings)

@@ -1,0 +1,1 @@
+"""In-memory ports shared by both suites."""

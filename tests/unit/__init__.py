@@ -1,0 +1,1 @@
+"""Unit suite: rules and services on fakes."""
