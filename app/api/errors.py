@@ -1,6 +1,6 @@
 """Maps domain and framework errors onto the OpenAI error envelope with the SPEC §15 statuses."""
 
-from typing import Final
+from typing import Any, Final
 
 import structlog
 from litestar import MediaType, Request, Response
@@ -47,7 +47,7 @@ def status_and_type(error: e.DomainError) -> tuple[int, str]:
     """The most specific mapping along the error's class hierarchy; unknown errors are 500s."""
     for cls in type(error).__mro__:
         if cls in STATUS_BY_ERROR:
-            return STATUS_BY_ERROR[cls]  # type: ignore[index]  # mro entries are DomainError subclasses here
+            return STATUS_BY_ERROR[cls]
     return 500, "api_error"
 
 
@@ -61,13 +61,13 @@ def error_body(
 
 
 def _respond(
-    request: Request[object, object, object], status: int, body: dict[str, object], headers: dict[str, str]
+    request: Request[Any, Any, Any], status: int, body: dict[str, object], headers: dict[str, str]
 ) -> Response[dict[str, object]]:
     del request
     return Response(content=body, status_code=status, media_type=MediaType.JSON, headers=headers)
 
 
-def domain_error_handler(request: Request[object, object, object], exc: Exception) -> Response[dict[str, object]]:
+def domain_error_handler(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, object]]:
     assert isinstance(exc, e.DomainError)  # noqa: S101 - registered for DomainError only
     status, error_type = status_and_type(exc)
     request_id = request_id_of(request.scope)
@@ -82,7 +82,7 @@ def domain_error_handler(request: Request[object, object, object], exc: Exceptio
     return _respond(request, status, error_body(exc.message, error_type, exc.code, request_id, details), headers)
 
 
-def http_exception_handler(request: Request[object, object, object], exc: Exception) -> Response[dict[str, object]]:
+def http_exception_handler(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, object]]:
     assert isinstance(exc, HTTPException)  # noqa: S101 - registered for HTTPException only
     status = exc.status_code
     error_type, code = _FRAMEWORK_CODES.get(status, ("api_error", "internal_error"))
@@ -97,7 +97,7 @@ def http_exception_handler(request: Request[object, object, object], exc: Except
     return _respond(request, status, error_body(message, error_type, code, request_id_of(request.scope)), headers)
 
 
-def unexpected_error_handler(request: Request[object, object, object], exc: Exception) -> Response[dict[str, object]]:
+def unexpected_error_handler(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, object]]:
     request_id = request_id_of(request.scope)
     log.error("unhandled_error", error_type=type(exc).__name__)
     message = f"Internal error; quote request id {request_id} when reporting it"

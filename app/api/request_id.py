@@ -1,7 +1,7 @@
 """Request ids: a uuid4 per request, bound to the log context and returned in `x-routstr-request-id`."""
 
 import uuid
-from typing import Final
+from typing import Any, Final
 
 import structlog
 from litestar import Request
@@ -14,13 +14,13 @@ _STATE_KEY: Final = "routstr_request_id"
 
 def request_id_of(scope: Scope) -> str:
     """The id assigned to this request; created on first use so that every path (even a 404) has one."""
-    state = scope.setdefault("state", {})  # type: ignore[typeddict-item]  # ASGI scope state is a plain dict
+    state = scope.setdefault("state", {})
     if _STATE_KEY not in state:
         state[_STATE_KEY] = str(uuid.uuid4())
     return str(state[_STATE_KEY])
 
 
-def bind_request_context(request: Request[object, object, object]) -> None:
+def bind_request_context(request: Request[Any, Any, Any]) -> None:
     """before_request hook: a fresh log context carrying the request id and route."""
     structlog.contextvars.clear_contextvars()
     structlog.contextvars.bind_contextvars(request_id=request_id_of(request.scope), route=request.scope["path"])
