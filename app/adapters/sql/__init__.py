@@ -1,0 +1,1 @@
+"""SQL persistence on SQLAlchemy 2 async: SQLite (default) and PostgreSQL."""
