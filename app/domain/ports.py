@@ -1,11 +1,12 @@
 """Ports: the capabilities the domain needs from the outside world, as Protocols with domain types only."""
 
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from datetime import datetime
 from typing import Protocol
 
 from app.domain.accounts import ApiKey, LedgerEntry, NewApiKey, Reservation, ReservationRequest, Settlement
 from app.domain.money import Msat
+from app.domain.upstream import UpstreamRequest
 
 
 class Clock(Protocol):
@@ -85,4 +86,56 @@ class LedgerAudit(Protocol):
 class StorageHealth(Protocol):
     async def check(self) -> str | None:
         """None when the database is reachable and migrated to head; otherwise what is wrong, without secrets."""
+        ...
+
+
+class UpstreamResponse(Protocol):
+    """An upstream reply whose status and headers have arrived; the body is read lazily, once."""
+
+    @property
+    def status(self) -> int: ...
+
+    @property
+    def content_type(self) -> str | None: ...
+
+    @property
+    def retry_after(self) -> str | None:
+        """The upstream's `Retry-After`, verbatim, or None."""
+        ...
+
+    def chunks(self) -> AsyncIterator[bytes]:
+        """Body bytes as they arrive. Raises UpstreamTimeoutError after the idle-read timeout and UpstreamError
+        when the connection breaks."""
+        ...
+
+    async def read(self) -> bytes:
+        """The whole body (non-streamed replies). Raises like `chunks`."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release the connection; safe to call more than once."""
+        ...
+
+
+class Upstream(Protocol):
+    """One configured provider reached over HTTP, with its pooled client."""
+
+    @property
+    def provider_id(self) -> str: ...
+
+    @property
+    def trusts_reported_cost(self) -> bool:
+        """Whether the USD cost this provider reports in `usage.cost` may be billed (openrouter only, SPEC §4.5)."""
+        ...
+
+    async def send(self, request: UpstreamRequest) -> UpstreamResponse:
+        """POST the request; returns once the status line and headers arrived (any status).
+
+        Raises UpstreamTimeoutError when the upstream is silent past the idle timeout and UpstreamError on a
+        connect or transport failure. Never retries.
+        """
+        ...
+
+    async def fetch_models(self) -> Sequence[Mapping[str, object]]:
+        """The upstream's `GET {base}/models` `data` list, as parsed JSON. Raises UpstreamError."""
         ...

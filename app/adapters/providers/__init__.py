@@ -1,0 +1,6 @@
+"""Upstream model providers over HTTP: the generic OpenAI-compatible adapter and OpenRouter."""
+
+from app.adapters.providers.openai import HttpUpstreamResponse, OpenAiUpstream, make_upstream_client
+from app.adapters.providers.openrouter import OpenRouterUpstream
+
+__all__ = ["HttpUpstreamResponse", "OpenAiUpstream", "OpenRouterUpstream", "make_upstream_client"]
