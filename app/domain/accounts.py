@@ -56,6 +56,7 @@ class ApiKey:
     balance_limit: Msat | None = None
     balance_limit_reset: LimitReset | None = None
     limit_used: Msat = ZERO
+    limit_reset_at: datetime | None = None
 
     @property
     def available(self) -> Msat:

@@ -66,6 +66,12 @@ class ReservationNotFoundError(DomainError):
     code = "internal_error"
 
 
+class ReservationStateError(DomainError, ValueError):
+    """A reservation move the state machine forbids, e.g. charging a released hold (also a ValueError)."""
+
+    code = "internal_error"
+
+
 # -- pricing and upstreams -------------------------------------------------------------------------------------------
 class PriceUnavailableError(DomainError):
     code = "price_unavailable"
