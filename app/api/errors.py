@@ -29,6 +29,18 @@ STATUS_BY_ERROR: Final[dict[type[e.DomainError], tuple[int, str]]] = {
     e.UpstreamTimeoutError: (504, "upstream_error"),
     e.UpstreamRateLimitedError: (429, "upstream_error"),
     e.RateLimitedError: (429, "rate_limit_error"),
+    e.InvalidCashuTokenError: (400, "invalid_token"),
+    e.UntrustedMintError: (400, "invalid_token"),
+    e.UnsupportedUnitError: (400, "invalid_token"),
+    e.MintMismatchError: (400, "invalid_token"),
+    e.TokenAlreadySpentError: (400, "token_already_spent"),
+    e.TokenZeroValueError: (400, "cashu_error"),
+    e.SwapFeesExceedAmountError: (422, "mint_error"),
+    e.TokenPendingError: (409, "token_pending"),
+    e.MintUnreachableError: (503, "mint_unreachable"),
+    e.RedemptionPendingError: (503, "mint_unreachable"),
+    e.MintRateLimitedError: (503, "mint_rate_limited"),
+    e.MintError: (502, "mint_error"),
 }
 
 # Litestar's own status codes -> envelope code, so framework errors look like ours.
@@ -76,6 +88,8 @@ def domain_error_handler(request: Request[Any, Any, Any], exc: Exception) -> Res
         headers["retry-after"] = str(exc.retry_after_seconds)
     if isinstance(exc, e.UpstreamRateLimitedError) and exc.retry_after:
         headers["retry-after"] = exc.retry_after
+    if isinstance(exc, e.RedemptionPendingError | e.MintRateLimitedError) and exc.retry_after_seconds is not None:
+        headers["retry-after"] = str(exc.retry_after_seconds)
     if status >= 500:  # noqa: PLR2004 - server-side failures are worth a log line
         log.warning("request_failed", code=exc.code, status=status)
     details = dict(exc.details) if exc.details is not None else None

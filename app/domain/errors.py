@@ -106,3 +106,85 @@ class RateLimitedError(DomainError):
 # -- persistence -----------------------------------------------------------------------------------------------------
 class StorageUnavailableError(DomainError):
     code = "internal_error"
+
+
+# -- cashu -----------------------------------------------------------------------------------------------------------
+class InvalidCashuTokenError(DomainError):
+    """Undecodable, empty, oversized, multi-mint, locked, duplicate or non-positive proofs; bad DLEQ; unknown keyset."""
+
+    code = "invalid_cashu_token"
+
+
+class UntrustedMintError(DomainError):
+    code = "untrusted_mint"
+
+
+class UnsupportedUnitError(DomainError):
+    code = "unsupported_unit"
+
+
+class MintMismatchError(DomainError):
+    code = "mint_mismatch"
+
+
+class TokenAlreadySpentError(DomainError):
+    """The mint reports the inputs spent (NUT code 11001), or the token was credited to another key."""
+
+    code = "cashu_token_already_spent"
+
+
+class TokenPendingError(DomainError):
+    """The mint reports the inputs pending (NUT code 11002)."""
+
+    code = "cashu_token_pending"
+
+
+class TokenZeroValueError(DomainError):
+    code = "cashu_token_zero_value"
+
+
+class SwapFeesExceedAmountError(DomainError):
+    code = "cashu_token_swap_fees_exceed_amount"
+
+
+class MintUnreachableError(DomainError):
+    """Transport failure talking to a mint (connect error, timeout, reset) after the allowed retries."""
+
+    code = "cashu_mint_unreachable"
+
+
+class MintOutcomeUnknownError(MintUnreachableError):
+    """A state-changing call (swap, mint, melt) may have reached the mint but no answer came back.
+
+    The inputs may or may not be spent: reconcile with checkstate (NUT-07) and restore (NUT-09) before deciding.
+    """
+
+
+class RedemptionPendingError(DomainError):
+    """Another request is redeeming the same token right now."""
+
+    code = "cashu_redemption_pending"
+
+    def __init__(
+        self, message: str, *, retry_after_seconds: int = 2, details: Mapping[str, object] | None = None
+    ) -> None:
+        super().__init__(message, details=details)
+        self.retry_after_seconds = retry_after_seconds
+
+
+class MintRateLimitedError(DomainError):
+    """The mint answered 429 on every allowed attempt."""
+
+    code = "cashu_mint_rate_limited"
+
+    def __init__(
+        self, message: str, *, retry_after_seconds: int | None = None, details: Mapping[str, object] | None = None
+    ) -> None:
+        super().__init__(message, details=details)
+        self.retry_after_seconds = retry_after_seconds
+
+
+class MintError(DomainError):
+    """An unexpected or malformed reply from a mint (any other error code, a bad signature or DLEQ, bad JSON)."""
+
+    code = "mint_error"

@@ -5,6 +5,18 @@ from datetime import datetime
 from typing import Protocol
 
 from app.domain.accounts import ApiKey, LedgerEntry, NewApiKey, Reservation, ReservationRequest, Settlement
+from app.domain.cashu import (
+    Keyset,
+    MeltQuote,
+    MeltResult,
+    MintInfo,
+    MintQuote,
+    PaymentRequest,
+    PendingOutput,
+    Proof,
+    ProofState,
+    Token,
+)
 from app.domain.money import Msat
 from app.domain.upstream import UpstreamRequest
 
@@ -138,4 +150,124 @@ class Upstream(Protocol):
 
     async def fetch_models(self) -> Sequence[Mapping[str, object]]:
         """The upstream's `GET {base}/models` `data` list, as parsed JSON. Raises UpstreamError."""
+        ...
+
+
+class TokenCodec(Protocol):
+    """Cashu text formats (NUT-00 tokens, NUT-18 payment requests). Pure and offline: never contacts a mint."""
+
+    def decode_token(self, raw: str) -> Token:
+        """Parse `cashuA…` (JSON) or `cashuB…` (CBOR), padded or not, with or without a `cashu:` prefix.
+
+        Raises InvalidCashuTokenError for anything undecodable or empty, more than 100 KiB or 500 proofs, several
+        mints in one `cashuA`, NUT-10 locked secrets, duplicate secrets, non-positive amounts or invalid points.
+        Keyset ids are returned as carried (v2 ids may be short); `Mint` resolves them.
+        """
+        ...
+
+    def encode_token(self, token: Token) -> str:
+        """Serialize as `cashuB` (CBOR, unpadded base64url), the only format the node emits."""
+        ...
+
+    def encode_payment_request(self, request: PaymentRequest) -> str:
+        """Serialize as `creqA` + padded base64url(CBOR)."""
+        ...
+
+    def decode_payment_request(self, raw: str) -> PaymentRequest:
+        """Parse a `creqA…` request (padded or not). Raises InvalidRequestError when it is not one."""
+        ...
+
+
+class Mint(Protocol):
+    """The Cashu mints the node talks to, each named by its normalized URL.
+
+    Amounts are integers in the keyset's unit. Calls to one mint are bounded per instance (MINT_MAX_CONCURRENCY)
+    and retried on transport failures and 429 (MINT_RETRY_MAX_ATTEMPTS) only where a retry cannot apply an
+    operation twice. Every method may raise:
+      - MintUnreachableError: transport failure (connect error, timeout, reset) on every attempt;
+      - MintOutcomeUnknownError (a MintUnreachableError): a state-changing call may have been applied by the mint;
+        reconcile with `check_state` and `restore` before concluding anything;
+      - MintRateLimitedError: the mint answered 429 on every attempt;
+      - MintError: any other refusal or a malformed reply (bad JSON, a bad signature or DLEQ).
+    """
+
+    async def info(self, mint_url: str) -> MintInfo:
+        """`GET /v1/info`."""
+        ...
+
+    async def keysets(self, mint_url: str) -> Sequence[Keyset]:
+        """Every keyset of the mint with its keys. Cached per instance; refetched when an unknown id is met."""
+        ...
+
+    async def input_fee(self, mint_url: str, proofs: Sequence[Proof]) -> int:
+        """What the mint keeps for spending `proofs`: `ceil(sum of input_fee_ppk / 1000)`.
+
+        Raises InvalidCashuTokenError when a proof names a keyset the mint does not have (short ids are expanded).
+        """
+        ...
+
+    def proof_ys(self, proofs: Sequence[Proof]) -> list[str]:
+        """`Y = hash_to_curve(secret)` of each proof (hex), the key NUT-07 checkstate uses. Pure, offline."""
+        ...
+
+    async def prepare_outputs(self, mint_url: str, unit: str, amount: int) -> Sequence[PendingOutput]:
+        """Fresh random blinded outputs worth exactly `amount` on the mint's active keyset for `unit`.
+
+        Changes nothing at the mint. Persist them before the call that signs them. Raises UnsupportedUnitError
+        when the mint has no active keyset in `unit`. `amount` 0 gives no outputs.
+        """
+        ...
+
+    async def blank_outputs(self, mint_url: str, unit: str, fee_reserve: int) -> Sequence[PendingOutput]:
+        """NUT-08 blank outputs able to carry back up to `fee_reserve` units of melt change."""
+        ...
+
+    async def swap(self, mint_url: str, inputs: Sequence[Proof], outputs: Sequence[PendingOutput]) -> Sequence[Proof]:
+        """NUT-03: spend `inputs` for signatures on `outputs`; return the unblinded proofs in output order.
+
+        The outputs must add up to `sum(inputs) - input_fee`. DLEQ proofs on the inputs and on the returned
+        signatures are verified when present. Raises TokenAlreadySpentError (code 11001), TokenPendingError
+        (11002), InvalidCashuTokenError (unknown keyset, bad input DLEQ). Not idempotent: after
+        MintOutcomeUnknownError use `check_state` on the inputs and `restore` on the outputs.
+        """
+        ...
+
+    async def check_state(self, mint_url: str, ys: Sequence[str]) -> Sequence[ProofState]:
+        """NUT-07 state of each `Y`, in request order. Read-only, so always retried."""
+        ...
+
+    async def restore(self, mint_url: str, outputs: Sequence[PendingOutput]) -> Sequence[Proof]:
+        """NUT-09: the proofs for those `outputs` the mint has already signed (possibly none), unblinded."""
+        ...
+
+    async def create_mint_quote(self, mint_url: str, unit: str, amount: int) -> MintQuote:
+        """NUT-04: a bolt11 invoice to pay for minting `amount` units."""
+        ...
+
+    async def get_mint_quote(self, mint_url: str, quote_id: str) -> MintQuote:
+        """NUT-04 quote state (`UNPAID`, `PAID`, `ISSUED`)."""
+        ...
+
+    async def mint(self, mint_url: str, quote_id: str, outputs: Sequence[PendingOutput]) -> Sequence[Proof]:
+        """NUT-04: sign `outputs` for a paid quote; return the unblinded proofs in output order."""
+        ...
+
+    async def create_melt_quote(self, mint_url: str, unit: str, request: str) -> MeltQuote:
+        """NUT-05: what paying the bolt11 `request` costs (`amount` + up to `fee_reserve`)."""
+        ...
+
+    async def get_melt_quote(
+        self, mint_url: str, quote_id: str, blank_outputs: Sequence[PendingOutput] = ()
+    ) -> MeltResult:
+        """NUT-05 quote state; change signatures are unblinded with `blank_outputs` when given."""
+        ...
+
+    async def melt(
+        self, mint_url: str, quote_id: str, inputs: Sequence[Proof], blank_outputs: Sequence[PendingOutput] = ()
+    ) -> MeltResult:
+        """NUT-05: pay the quote with `inputs`; unused fee reserve comes back as change on `blank_outputs`.
+
+        Raises TokenAlreadySpentError, TokenPendingError like `swap`. A timeout is MintOutcomeUnknownError: poll
+        `get_melt_quote`.
+        """
         ...
