@@ -271,3 +271,20 @@ class Mint(Protocol):
         `get_melt_quote`.
         """
         ...
+
+
+class PriceSource(Protocol):
+    """One exchange's BTC/USD quote (SPEC §4.3), over the container's HTTP client with a 5 s timeout."""
+
+    @property
+    def name(self) -> str:
+        """The stable source name: `kraken`, `coinbase` or `binance`."""
+        ...
+
+    async def btc_usd_micro(self) -> int:
+        """The latest BTC price in micro-USD per BTC (rounded down). Read-only, so safe to retry.
+
+        Raises PriceUnavailableError on a transport failure or timeout, a non-200 status, or a reply that does
+        not parse to a positive price. Plausibility (1e3..1e7 USD) is the caller's rule.
+        """
+        ...
