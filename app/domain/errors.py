@@ -188,3 +188,24 @@ class MintError(DomainError):
     """An unexpected or malformed reply from a mint (any other error code, a bad signature or DLEQ, bad JSON)."""
 
     code = "mint_error"
+
+
+# -- nostr -----------------------------------------------------------------------------------------------------------
+class MalformedEventError(DomainError):
+    """A Nostr event from a relay that does not parse or exceeds the size limits; it is dropped and counted."""
+
+    code = "malformed_event"
+
+
+class RelayError(DomainError):
+    """A relay could not be used; never reaches a client (publishing and discovery run in the background)."""
+
+    code = "relay_error"
+
+
+class RelayUnavailableError(RelayError):
+    """The relay could not be reached, dropped the connection or did not answer in time."""
+
+
+class RelayRejectedError(RelayError):
+    """The relay answered `["OK", id, false, reason]`."""

@@ -18,6 +18,7 @@ from app.domain.cashu import (
     Token,
 )
 from app.domain.money import Msat
+from app.domain.nostr import Event, EventQuery, QueryResult
 from app.domain.upstream import UpstreamRequest
 
 
@@ -269,6 +270,51 @@ class Mint(Protocol):
 
         Raises TokenAlreadySpentError, TokenPendingError like `swap`. A timeout is MintOutcomeUnknownError: poll
         `get_melt_quote`.
+        """
+        ...
+
+
+class Relay(Protocol):
+    """One Nostr relay. Each call opens its own connection; `wss://` relays use verified TLS."""
+
+    @property
+    def url(self) -> str: ...
+
+    async def publish(self, event: Event) -> None:
+        """Send `event` and wait up to 10 s for `["OK", id, true]`.
+
+        Raises RelayRejectedError when the relay answers false, RelayUnavailableError when it cannot be reached,
+        drops the connection or does not answer in time. Publishing the same event again is harmless.
+        """
+        ...
+
+    async def query(self, query: EventQuery) -> QueryResult:
+        """Stored events matching `query`, read until EOSE or 5 s, whichever comes first (what arrived is kept).
+
+        Events are parsed but not verified. Malformed or oversized ones are counted in `malformed`, never raised.
+        Raises RelayUnavailableError when no connection can be made.
+        """
+        ...
+
+
+class EventSigner(Protocol):
+    """The node's Nostr key (BIP-340 over secp256k1). The secret never leaves the implementation."""
+
+    @property
+    def public_key(self) -> str:
+        """The x-only public key, 64 lowercase hex characters."""
+        ...
+
+    def sign(self, event_id: str) -> str:
+        """The BIP-340 signature (128 hex characters) of the 32-byte event id given as hex."""
+        ...
+
+
+class SignatureVerifier(Protocol):
+    def verify(self, public_key: str, event_id: str, signature: str) -> bool:
+        """True when `signature` is a valid BIP-340 signature of `event_id` by `public_key` (all hex).
+
+        Never raises: malformed keys or signatures are simply not valid.
         """
         ...
 
