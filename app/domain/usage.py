@@ -165,3 +165,18 @@ def normalize_usage(payload: Mapping[str, object]) -> Usage | None:
             if found is not None:
                 return found
     return None
+
+
+def stream_usage(previous: Usage | None, payload: Mapping[str, object]) -> Usage | None:
+    """The usage known after one more parsed stream event (any dialect), given what was known before.
+
+    Anthropic `message_start` carries the input side under `message.usage` and `message_delta` the cumulative
+    output, so a delta is merged into what came before; in the other dialects the latest usage wins. Events
+    without usage keep `previous`.
+    """
+    found = normalize_usage(payload)
+    if found is None:
+        return previous
+    if payload.get("type") == "message_delta" and previous is not None:
+        return previous.merged(found)
+    return found

@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from app.domain.usage import Usage, normalize_usage
+from app.domain.usage import Usage, normalize_usage, stream_usage
 
 
 @pytest.mark.parametrize(
@@ -183,3 +183,38 @@ def test_normalize_usage_openai_preserves_prompt_total(prompt: int, cached: int,
     assert usage is not None
     assert usage.prompt_tokens == prompt
     assert usage.output == out
+
+
+def test_stream_usage_merges_anthropic_events_in_order() -> None:
+    events: list[dict[str, object]] = [
+        {
+            "type": "message_start",
+            "message": {"usage": {"input_tokens": 25, "cache_read_input_tokens": 7, "output_tokens": 1}},
+        },
+        {"type": "content_block_delta", "delta": {"type": "text_delta", "text": "hi"}},
+        {"type": "message_delta", "delta": {"stop_reason": "end_turn"}, "usage": {"output_tokens": 42}},
+        {"type": "message_stop"},
+    ]
+    usage: Usage | None = None
+
+    for event in events:
+        usage = stream_usage(usage, event)
+
+    assert usage == Usage(input=25, cache_read=7, output=42)
+
+
+def test_stream_usage_takes_the_latest_openai_usage_and_keeps_it_after_plain_chunks() -> None:
+    first = stream_usage(None, {"choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": 4}})
+    after = stream_usage(first, {"choices": [{"delta": {"content": "x"}}], "usage": None})
+
+    assert after == Usage(input=3, output=4)
+    assert stream_usage(None, {"choices": []}) is None
+
+
+def test_stream_usage_reads_responses_completed_event() -> None:
+    event = {
+        "type": "response.completed",
+        "response": {"usage": {"input_tokens": 9, "output_tokens": 2, "total_tokens": 11}},
+    }
+
+    assert stream_usage(Usage(output=1), event) == Usage(input=9, output=2)
