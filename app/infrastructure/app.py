@@ -5,16 +5,22 @@ from contextlib import asynccontextmanager
 
 from litestar import Litestar
 from litestar.config.cors import CORSConfig
+from litestar.datastructures import State
 from litestar.openapi.config import OpenAPIConfig
 
 from app.api.controllers.balance import BalanceController, WalletAliasController
 from app.api.controllers.health import HealthController
 from app.api.controllers.info import InfoController
+from app.api.controllers.models import ModelsController
+from app.api.controllers.providers import ProvidersController
+from app.api.controllers.proxy import LogRequestObserver, ProxyController
 from app.api.errors import EXCEPTION_HANDLERS
 from app.api.request_id import add_request_id_header, bind_request_context
 from app.domain.node import VERSION
 from app.infrastructure.container import Adapters, build_adapters, dependencies
 from app.infrastructure.logging import configure_logging
+from app.infrastructure.nostr_jobs import NostrJobs
+from app.infrastructure.proxy_wiring import build_proxy_services, start_proxy_jobs, stop_proxy_jobs
 from app.infrastructure.settings import Settings, load_settings
 
 MAX_BODY_BYTES = 25 * 1024 * 1024
@@ -45,17 +51,34 @@ def _cors(settings: Settings) -> CORSConfig:
 def create_app(settings: Settings, adapters: Adapters | None = None) -> Litestar:
     """Wire the app. Tests pass fakes in `adapters`; production builds the real ones."""
     wired = adapters if adapters is not None else build_adapters(settings)
+    nostr = NostrJobs.build(settings, wired)
+    proxy = build_proxy_services(
+        settings, ledger=wired.ledger, clock=wired.clock, upstreams=wired.upstreams, observer=LogRequestObserver()
+    )
 
     @asynccontextmanager
     async def lifespan(_app: Litestar) -> AsyncIterator[None]:
+        nostr.start()  # background tasks only: relays never delay startup
+        proxy_tasks = await start_proxy_jobs(settings, proxy)
         try:
             yield
         finally:
+            await stop_proxy_jobs(proxy_tasks, proxy, grace_seconds=30)
+            await nostr.stop()
             await wired.close()
 
     return Litestar(
-        route_handlers=[InfoController, HealthController, BalanceController, WalletAliasController],
-        dependencies=dependencies(settings, wired),
+        route_handlers=[
+            InfoController,
+            HealthController,
+            BalanceController,
+            WalletAliasController,
+            ProvidersController,
+            ModelsController,
+            ProxyController,
+        ],
+        dependencies={**dependencies(settings, wired), **nostr.dependencies(), **proxy.dependencies()},
+        state=State({"nostr_jobs": nostr}),
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]  # handlers take Exception subclasses
         before_request=bind_request_context,
         before_send=[add_request_id_header],

@@ -5,10 +5,12 @@ from dataclasses import dataclass, field
 
 from litestar.di import Provide
 
+from app.adapters.nostr import SecpEventSigner, SecpSignatureVerifier, WebsocketRelay
 from app.adapters.sql import SqlDatabase, SqlLedger, SqlLedgerAudit, SqlStorageHealth
 from app.adapters.system.clock import SystemClock
 from app.domain.node import VERSION, NodeInfo
-from app.domain.ports import Clock, Ledger, LedgerAudit, StorageHealth
+from app.domain.nostr_bech32 import npub_encode
+from app.domain.ports import Clock, EventSigner, Ledger, LedgerAudit, Relay, SignatureVerifier, StorageHealth
 from app.domain.services.accounts import AccountService
 from app.domain.services.health import HealthService
 from app.infrastructure.settings import Settings
@@ -23,6 +25,9 @@ class Adapters:
     audit: LedgerAudit
     storage_health: StorageHealth
     closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    relays: tuple[Relay, ...] = ()
+    nostr_signer: EventSigner | None = None
+    signature_verifier: SignatureVerifier = field(default_factory=SecpSignatureVerifier)
 
     async def close(self) -> None:
         for close in reversed(self.closers):
@@ -38,6 +43,8 @@ def build_adapters(settings: Settings) -> Adapters:
         audit=SqlLedgerAudit(database),
         storage_health=SqlStorageHealth(database),
         closers=[database.dispose],
+        relays=tuple(WebsocketRelay(url) for url in settings.relays),
+        nostr_signer=SecpEventSigner(bytes.fromhex(settings.nsec)) if settings.nsec else None,
     )
 
 
@@ -60,6 +67,10 @@ def node_info(settings: Settings, npub: str | None = None) -> NodeInfo:
     )
 
 
+def _npub(adapters: Adapters) -> str | None:
+    return npub_encode(adapters.nostr_signer.public_key) if adapters.nostr_signer is not None else None
+
+
 def _constant(value: object) -> Provide:
     def provide() -> object:
         return value
@@ -70,7 +81,7 @@ def _constant(value: object) -> Provide:
 def dependencies(settings: Settings, adapters: Adapters) -> dict[str, Provide]:
     """Stateless services, built once per app."""
     return {
-        "node_info": _constant(node_info(settings)),
+        "node_info": _constant(node_info(settings, _npub(adapters))),
         "accounts": _constant(AccountService(adapters.ledger, adapters.clock)),
         "health": _constant(HealthService(adapters.storage_health)),
     }

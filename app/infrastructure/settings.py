@@ -8,6 +8,8 @@ from urllib.parse import urlsplit
 
 import msgspec
 
+from app.domain.nostr_bech32 import Bech32Error, parse_secret_key
+
 PPM: Final = 1_000_000
 MSAT_PER_SAT: Final = 1000
 DEFAULT_RELAYS: Final = "wss://relay.nostr.band,wss://relay.damus.io,wss://relay.routstr.com,wss://nos.lol"
@@ -146,6 +148,15 @@ def _url(text: str) -> str:
     return text.strip().rstrip("/")
 
 
+def _nsec(text: str) -> str:
+    """The secret key as 64 lowercase hex characters, from `nsec1…` or hex."""
+    try:
+        return parse_secret_key(text).hex()
+    except Bech32Error:
+        msg = "must be an nsec1… key or 64 hex characters of a valid secp256k1 secret key"
+        raise ValueError(msg) from None
+
+
 def _relay(url: str) -> str:
     parts = urlsplit(url)
     if parts.scheme == "wss" and parts.hostname:
@@ -218,7 +229,7 @@ _PARSERS: Final[dict[str, tuple[str, Callable[[str], object]]]] = {
     "DESCRIPTION": ("description", str),
     "HTTP_URL": ("http_url", _url),
     "ONION_URL": ("onion_url", _url),
-    "NSEC": ("nsec", str),
+    "NSEC": ("nsec", _nsec),
     "RELAYS": ("relays", lambda t: tuple(_relay(u) for u in _list(t))),
     "PROVIDER_ID": ("provider_id", str),
     "PROVIDERS_REFRESH_INTERVAL_SECONDS": ("providers_refresh_interval_seconds", _int),

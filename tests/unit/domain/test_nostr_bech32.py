@@ -17,7 +17,7 @@ from app.domain.nostr_bech32 import (
 NIP19_NPUB = "npub10elfcs4fr0l0r8af98jlmgdh9c8tcxjvz9qkw038js35mp4dma8qzvjptg"
 NIP19_PUBLIC_HEX = "7e7e9c42a91bfef19fa929e5fda1b72e0ebc1a4c1141673e2794234d86addf4e"
 NIP19_NSEC = "nsec1vl029mgpspedva04g90vltkh6fvh240zqtv9k0t9af8935ke9laqsnlfe5"
-NIP19_SECRET_HEX = "67dea2ed018072d675f5415ecfaed7d2597555e202d85b3d65ea4e58d2d92ffa"
+NIP19_NSEC_HEX = "67dea2ed018072d675f5415ecfaed7d2597555e202d85b3d65ea4e58d2d92ffa"
 
 
 def test_npub_encode_matches_nip19_example() -> None:
@@ -29,11 +29,11 @@ def test_npub_decode_matches_nip19_example() -> None:
 
 
 def test_nsec_encode_matches_nip19_example() -> None:
-    assert nsec_encode(NIP19_SECRET_HEX) == NIP19_NSEC
+    assert nsec_encode(NIP19_NSEC_HEX) == NIP19_NSEC
 
 
 def test_nsec_decode_matches_nip19_example() -> None:
-    assert nsec_decode(NIP19_NSEC) == NIP19_SECRET_HEX
+    assert nsec_decode(NIP19_NSEC) == NIP19_NSEC_HEX
 
 
 def test_npub_decode_accepts_uppercase() -> None:
@@ -59,12 +59,12 @@ def test_npub_decode_raises_when_text_is_not_an_npub(text: str) -> None:
 def test_bech32_decode_returns_prefix_and_payload() -> None:
     prefix, payload = bech32_decode(NIP19_NSEC)
 
-    assert (prefix, payload.hex()) == ("nsec", NIP19_SECRET_HEX)
+    assert (prefix, payload.hex()) == ("nsec", NIP19_NSEC_HEX)
 
 
-@pytest.mark.parametrize("text", [NIP19_NSEC, NIP19_SECRET_HEX, NIP19_SECRET_HEX.upper(), f"  {NIP19_NSEC}\n"])
+@pytest.mark.parametrize("text", [NIP19_NSEC, NIP19_NSEC_HEX, NIP19_NSEC_HEX.upper(), f"  {NIP19_NSEC}\n"])
 def test_parse_secret_key_accepts_nsec_and_hex(text: str) -> None:
-    assert parse_secret_key(text).hex() == NIP19_SECRET_HEX
+    assert parse_secret_key(text).hex() == NIP19_NSEC_HEX
 
 
 @pytest.mark.parametrize(
