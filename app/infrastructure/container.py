@@ -1,6 +1,6 @@
 """Composition root: builds the real adapters from settings and the services the controllers receive."""
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 
 from litestar.di import Provide
@@ -10,9 +10,10 @@ from app.adapters.sql import SqlDatabase, SqlLedger, SqlLedgerAudit, SqlStorageH
 from app.adapters.system.clock import SystemClock
 from app.domain.node import VERSION, NodeInfo
 from app.domain.nostr_bech32 import npub_encode
-from app.domain.ports import Clock, EventSigner, Ledger, LedgerAudit, Relay, SignatureVerifier, StorageHealth
+from app.domain.ports import Clock, EventSigner, Ledger, LedgerAudit, Relay, SignatureVerifier, StorageHealth, Upstream
 from app.domain.services.accounts import AccountService
 from app.domain.services.health import HealthService
+from app.infrastructure.proxy_wiring import build_upstreams
 from app.infrastructure.settings import Settings
 
 
@@ -25,6 +26,7 @@ class Adapters:
     audit: LedgerAudit
     storage_health: StorageHealth
     closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    upstreams: Mapping[str, Upstream] = field(default_factory=dict)
     relays: tuple[Relay, ...] = ()
     nostr_signer: EventSigner | None = None
     signature_verifier: SignatureVerifier = field(default_factory=SecpSignatureVerifier)
@@ -37,12 +39,14 @@ class Adapters:
 def build_adapters(settings: Settings) -> Adapters:
     """The production adapters. Creates clients and engines but performs no I/O."""
     database = SqlDatabase.create(settings.database_url)
+    closers: list[Callable[[], Awaitable[None]]] = [database.dispose]
     return Adapters(
         clock=SystemClock(),
         ledger=SqlLedger(database),
         audit=SqlLedgerAudit(database),
         storage_health=SqlStorageHealth(database),
-        closers=[database.dispose],
+        closers=closers,
+        upstreams=build_upstreams(settings, closers),
         relays=tuple(WebsocketRelay(url) for url in settings.relays),
         nostr_signer=SecpEventSigner(bytes.fromhex(settings.nsec)) if settings.nsec else None,
     )
