@@ -1,0 +1,1 @@
+"""Unit tests of the Cashu adapter: crypto and codecs against the published NUT vectors."""
