@@ -8,7 +8,13 @@ from typing import Final
 from urllib.parse import urlsplit
 
 from app.domain.catalog import ModelOffer
-from app.domain.provider_config import DEFAULT_ANTHROPIC_VERSION, ModelOverride, ProviderConfig, ProviderType
+from app.domain.provider_config import (
+    DEFAULT_ANTHROPIC_VERSION,
+    ModelOverride,
+    ProviderConfig,
+    ProviderType,
+    default_provider,
+)
 
 PPM: Final = 1_000_000
 
@@ -214,3 +220,27 @@ def parse_providers(document: object, api_keys: Mapping[str, str]) -> list[Provi
 def load_providers_file(path: str, api_keys: Mapping[str, str]) -> list[ProviderConfig]:
     """`parse_providers` of the file at `path`. Raises CatalogFileError."""
     return parse_providers(read_json_file(path, "PROVIDERS_PATH"), api_keys)
+
+
+def configured_providers(
+    providers_path: str | None,
+    *,
+    upstream_base_url: str | None,
+    upstream_api_key: str | None,
+    api_keys: Mapping[str, str],
+) -> list[ProviderConfig]:
+    """The node's upstreams: the PROVIDERS_PATH file when set (it replaces UPSTREAM_*), else the `default`
+    `openai` provider from UPSTREAM_BASE_URL/UPSTREAM_API_KEY, else none. Raises CatalogFileError."""
+    if providers_path:
+        return load_providers_file(providers_path, api_keys)
+    if upstream_base_url:
+        return [default_provider(upstream_base_url, upstream_api_key)]
+    return []
+
+
+def static_offers(models_path: str | None, providers: Sequence[ProviderConfig]) -> list[ModelOffer]:
+    """Offers that do not come from an upstream feed: MODELS_PATH (when set, the only models offered) with
+    overrides applied, else the providers' override offers. Raises CatalogFileError."""
+    if models_path:
+        return load_models_file(models_path, providers)
+    return [offer for provider in providers for offer in provider.override_offers()]

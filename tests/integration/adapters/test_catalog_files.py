@@ -8,10 +8,12 @@ import pytest
 from app.adapters.catalog import (
     CatalogFileError,
     api_key_env_names,
+    configured_providers,
     load_models_file,
     load_providers_file,
     offers_from_models_document,
     parse_providers,
+    static_offers,
 )
 from app.domain.pricing import ModelPricing
 from app.domain.provider_config import ProviderType, default_provider
@@ -190,3 +192,28 @@ def test_load_models_file_raises_catalog_file_error_when_malformed(
 
     with pytest.raises(CatalogFileError, match=message):
         load_models_file(path, [default_provider("http://127.0.0.1:1/v1", None)])
+
+
+def test_configured_providers_prefers_the_providers_file(tmp_path: Path) -> None:
+    path = write(tmp_path, "providers.json", SPEC_PROVIDERS)
+
+    from_file = configured_providers(
+        path, upstream_base_url="http://u/v1", upstream_api_key="k", api_keys={"OPENROUTER_API_KEY": "x"}
+    )
+    from_env = configured_providers(None, upstream_base_url="http://u/v1", upstream_api_key="k", api_keys={})
+    none = configured_providers(None, upstream_base_url=None, upstream_api_key=None, api_keys={})
+
+    assert [p.id for p in from_file] == ["or", "local"]
+    assert [(p.id, p.base_url, p.api_key) for p in from_env] == [("default", "http://u/v1", "k")]
+    assert none == []
+
+
+def test_static_offers_come_from_models_file_or_overrides(tmp_path: Path) -> None:
+    providers = parse_providers(SPEC_PROVIDERS, {"OPENROUTER_API_KEY": "k"})
+    path = write(tmp_path, "models.json", {"data": [MODELS[0]]})
+
+    from_file = static_offers(path, providers)
+    from_overrides = static_offers(None, providers)
+
+    assert sorted(o.id for o in from_file) == ["openai/gpt-4o", "openai/gpt-4o-mini"]
+    assert [o.id for o in from_overrides] == ["openai/gpt-4o-mini"]
