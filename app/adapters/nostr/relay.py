@@ -76,7 +76,8 @@ class WebsocketRelay:
             msg = f"relay {self._url} closed the connection before confirming"
             raise RelayUnavailableError(msg)
         accepted, reason = answer
-        if not accepted:
+        # NIP-01 answers a known event `true, "duplicate: …"`; some relays say `false`. It is stored either way.
+        if not accepted and not reason.startswith("duplicate:"):
             msg = f"relay {self._url} rejected the event: {reason[:200]}"
             raise RelayRejectedError(msg)
 
