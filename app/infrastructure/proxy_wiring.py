@@ -8,12 +8,14 @@ from dataclasses import dataclass
 import structlog
 from litestar.di import Provide
 
+from app.adapters.catalog import configured_providers, static_offers
 from app.adapters.prices import build_price_sources, make_price_client
-from app.adapters.providers import OpenAiUpstream, make_upstream_client
+from app.adapters.providers import OpenAiUpstream, OpenRouterUpstream, make_upstream_client
 from app.domain.money import Msat
 from app.domain.node import VERSION
 from app.domain.ports import Clock, Ledger, Upstream
 from app.domain.pricing import FeeSchedule, FixedPricing, PricingPolicy
+from app.domain.provider_config import ProviderConfig, ProviderType
 from app.domain.services.accounts import AccountService
 from app.domain.services.models import ModelCatalogService, UpstreamFeed
 from app.domain.services.proxy import ProxyService, ProxyTimings, RequestObserver
@@ -25,19 +27,42 @@ log: structlog.typing.FilteringBoundLogger = structlog.get_logger(__name__)
 Closers = list[Callable[[], Awaitable[None]]]
 
 
+def providers_of(settings: Settings) -> list[ProviderConfig]:
+    """PROVIDERS_PATH when set, else the `default` provider from UPSTREAM_*. Raises CatalogFileError."""
+    return configured_providers(
+        settings.providers_path,
+        upstream_base_url=settings.upstream_base_url,
+        upstream_api_key=settings.upstream_api_key,
+        api_keys=settings.provider_api_keys,
+    )
+
+
 def build_upstreams(settings: Settings, closers: Closers) -> dict[str, Upstream]:
-    """The default `openai` upstream from UPSTREAM_BASE_URL / UPSTREAM_API_KEY, with its own pooled client."""
+    """One adapter per configured provider, each with its own pooled client (closed at shutdown)."""
     upstreams: dict[str, Upstream] = {}
-    if settings.upstream_base_url:
+    user_agent = f"routstr-core/{VERSION}"
+    for provider in providers_of(settings):
         client = make_upstream_client(float(settings.upstream_timeout_seconds))
         closers.append(client.aclose)
-        upstreams["default"] = OpenAiUpstream(
-            provider_id="default",
-            base_url=settings.upstream_base_url,
-            api_key=settings.upstream_api_key,
-            client=client,
-            user_agent=f"routstr-core/{VERSION}",
-        )
+        if provider.type is ProviderType.OPENROUTER:
+            upstreams[provider.id] = OpenRouterUpstream(
+                provider_id=provider.id,
+                base_url=provider.base_url,
+                api_key=provider.api_key,
+                client=client,
+                user_agent=user_agent,
+                referer=settings.http_url,
+                title=settings.name,
+            )
+        else:
+            # anthropic providers are reached through their OpenAI-compatible endpoint for now
+            upstreams[provider.id] = OpenAiUpstream(
+                provider_id=provider.id,
+                base_url=provider.base_url,
+                api_key=provider.api_key,
+                client=client,
+                user_agent=user_agent,
+            )
     return upstreams
 
 
@@ -97,8 +122,13 @@ def build_proxy_services(
             max_age_seconds=settings.price_max_age_seconds,
             fixed_rate_micro=settings.btc_usd_price_micro,
         )
+    providers = [p for p in providers_of(settings) if p.id in upstreams]
+    feeds = [] if settings.models_path else [UpstreamFeed(upstreams[p.id], provider=p) for p in providers]
     catalog = ModelCatalogService(
-        policy=policy, rate=rates.current_or_none, feeds=[UpstreamFeed(u) for u in upstreams.values()]
+        policy=policy,
+        rate=rates.current_or_none,
+        feeds=feeds,
+        static_offers=static_offers(settings.models_path, providers) if providers else (),
     )
     proxy = ProxyService(
         ledger=ledger,

@@ -8,6 +8,7 @@ from app.domain.catalog import Catalog, ModelOffer, offer_from_openrouter
 from app.domain.errors import ModelNotFoundError, UpstreamError, UpstreamTimeoutError
 from app.domain.ports import Upstream
 from app.domain.pricing import ListedPrices, ModelPricing, PricingPolicy, listed_prices
+from app.domain.provider_config import ProviderConfig
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,11 +22,11 @@ class ListedModel:
 
 @dataclass(frozen=True, slots=True)
 class UpstreamFeed:
-    """Read `GET /models` of this upstream; `priority` and `fee_ppm` are the provider's settings."""
+    """Read `GET /models` of this upstream. `provider` (when known) supplies priority, fee and the per-model
+    overrides applied to what the feed lists."""
 
     upstream: Upstream
-    priority: int = 0
-    fee_ppm: int | None = None
+    provider: ProviderConfig | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,13 +85,12 @@ class ModelCatalogService:
             entries = await feed.upstream.fetch_models()
         except (UpstreamError, UpstreamTimeoutError) as exc:
             return exc.message
-        offers = (
-            offer_from_openrouter(
-                entry, provider_id=feed.upstream.provider_id, priority=feed.priority, fee_ppm=feed.fee_ppm
-            )
-            for entry in entries
-        )
-        return tuple(o for o in offers if o is not None)
+        provider = feed.provider
+        if provider is None:
+            offers = (offer_from_openrouter(entry, provider_id=feed.upstream.provider_id) for entry in entries)
+            return tuple(o for o in offers if o is not None)
+        found = [o for o in (provider.offer(entry) for entry in entries) if o is not None]
+        return tuple(provider.apply_overrides(found))
 
     def _listed(self, offer: ModelOffer, rate: int | None) -> ListedModel | None:
         if offer.pricing is None and not self._policy.fixed_mode:
