@@ -101,33 +101,44 @@ class _Meter:
         self.text_bytes += len(value.encode("utf-8", "surrogatepass"))
 
     def as_json(self, value: object) -> None:
-        self.text(json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str))
+        try:
+            self.text(json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str))
+        except (RecursionError, ValueError):
+            self.walk(value, count_keys=True)  # absurdly deep: count its strings instead
 
     def image(self, tokens: int) -> None:
         self.images += 1
         self.image_tokens += tokens
 
-    def walk(self, value: object) -> None:
-        """Count every string of a message-like structure; images by their header; token-id lists as tokens."""
-        if isinstance(value, str):
-            self.text(value)
-        elif isinstance(value, Mapping):
-            if value.get("type") in _IMAGE_PART_TYPES or "image_url" in value:
-                self.image(image_part_tokens(value))
-                return
-            for key, item in value.items():
-                if key in _SKIPPED_KEYS:
+    def walk(self, root: object, *, count_keys: bool = False) -> None:
+        """Count every string of a message-like structure; images by their header; token-id lists as tokens.
+
+        Iterative, so a deeply nested body cannot exhaust the interpreter stack.
+        """
+        stack: list[object] = [root]
+        while stack:
+            value = stack.pop()
+            if isinstance(value, str):
+                self.text(value)
+            elif isinstance(value, Mapping):
+                if not count_keys and (value.get("type") in _IMAGE_PART_TYPES or "image_url" in value):
+                    self.image(image_part_tokens(value))
                     continue
-                if key in {"input", "arguments", "parameters"} and isinstance(item, Mapping):
-                    self.as_json(item)  # tool_use input / parsed arguments: billed as JSON
-                else:
-                    self.walk(item)
-        elif isinstance(value, Sequence) and not isinstance(value, bytes | bytearray):
-            if value and all(type(v) is int for v in value):
-                self.token_ids += len(value)
-                return
-            for item in value:
-                self.walk(item)
+                for key, item in value.items():
+                    if count_keys:
+                        self.text(str(key))
+                        stack.append(item)
+                    elif key in _SKIPPED_KEYS:
+                        continue
+                    elif key in {"input", "arguments", "parameters"} and isinstance(item, Mapping):
+                        self.as_json(item)  # tool_use input / parsed arguments: billed as JSON
+                    else:
+                        stack.append(item)
+            elif isinstance(value, Sequence) and not isinstance(value, bytes | bytearray):
+                if value and all(type(v) is int for v in value):
+                    self.token_ids += len(value)
+                    continue
+                stack.extend(reversed(value))
 
 
 def measure_prompt(body: Mapping[str, object]) -> PromptSize:

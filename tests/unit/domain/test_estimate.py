@@ -228,3 +228,49 @@ def test_image_size_returns_none_when_unreadable(data: bytes) -> None:
 )
 def test_image_part_tokens_per_dialect(part: dict[str, object], tokens: int) -> None:
     assert image_part_tokens(part) == tokens
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=4),
+    max_leaves=20,
+)
+
+
+@given(
+    st.dictionaries(
+        st.sampled_from(["messages", "input", "prompt", "system", "tools", "instructions", "x"]), json_values
+    )
+)
+def test_measure_prompt_never_raises_on_arbitrary_json(body: dict[str, object]) -> None:
+    size = measure_prompt(body)
+
+    assert size.reservation_tokens() >= size.billing_tokens() >= 0
+
+
+@given(st.binary(max_size=64))
+def test_image_size_never_raises_on_arbitrary_bytes(data: bytes) -> None:
+    size = image_size(data)
+
+    assert size is None or (size[0] > 0 and size[1] > 0)
+
+
+@given(
+    st.sampled_from([b"\x89PNG\r\n\x1a\n", b"GIF89a", b"\xff\xd8", b"RIFF\x00\x00\x00\x00WEBP"]), st.binary(max_size=64)
+)
+def test_image_size_never_raises_on_truncated_headers(prefix: bytes, rest: bytes) -> None:
+    size = image_size(prefix + rest)
+
+    assert size is None or (size[0] > 0 and size[1] > 0)
+
+
+def test_measure_prompt_handles_deeply_nested_bodies() -> None:
+    nested: object = "deep"
+    tools: object = {"leaf": "x"}
+    for _ in range(5000):
+        nested = [nested]
+        tools = {"k": tools}
+
+    size = measure_prompt({"messages": [{"role": "user", "content": nested}], "tools": [tools]})
+
+    assert size.text_bytes >= len("deep") + 5000
