@@ -1,0 +1,1 @@
+"""Integration tests of the composition root: the CLI and the served app."""
