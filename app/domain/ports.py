@@ -65,7 +65,7 @@ class Ledger(Protocol):
         free the hold, journal `charge:<request_id>` and, if short, `shortfall:<request_id>`.
 
         Idempotent: settling again returns the first settlement. Raises ReservationNotFoundError for an unknown id
-        and ValueError when the reservation was already released.
+        and ReservationStateError (a ValueError) when the reservation was already released.
         """
         ...
 
