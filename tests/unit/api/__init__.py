@@ -1,0 +1,1 @@
+"""HTTP edge tests on fakes."""
