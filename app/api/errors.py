@@ -41,6 +41,14 @@ STATUS_BY_ERROR: Final[dict[type[e.DomainError], tuple[int, str]]] = {
     e.RedemptionPendingError: (503, "mint_unreachable"),
     e.MintRateLimitedError: (503, "mint_rate_limited"),
     e.MintError: (502, "mint_error"),
+    e.NoBalanceError: (400, "refund_error"),
+    e.BalanceTooSmallError: (400, "refund_error"),
+    e.ChildKeyRefundError: (400, "refund_error"),
+    e.GrantNotRefundableError: (400, "refund_error"),
+    e.RefundConflictError: (409, "refund_error"),
+    e.RequestInProgressError: (425, "refund_error"),
+    e.TokenNotFoundError: (404, "refund_error"),
+    e.ChangeUnavailableError: (410, "refund_error"),
 }
 
 # Litestar's own status codes -> envelope code, so framework errors look like ours.
@@ -88,7 +96,8 @@ def domain_error_handler(request: Request[Any, Any, Any], exc: Exception) -> Res
         headers["retry-after"] = str(exc.retry_after_seconds)
     if isinstance(exc, e.UpstreamRateLimitedError) and exc.retry_after:
         headers["retry-after"] = exc.retry_after
-    if isinstance(exc, e.RedemptionPendingError | e.MintRateLimitedError) and exc.retry_after_seconds is not None:
+    retry_errors = e.RedemptionPendingError | e.MintRateLimitedError | e.RefundConflictError | e.RequestInProgressError
+    if isinstance(exc, retry_errors) and exc.retry_after_seconds is not None:
         headers["retry-after"] = str(exc.retry_after_seconds)
     if status >= 500:  # noqa: PLR2004 - server-side failures are worth a log line
         log.warning("request_failed", code=exc.code, status=status)

@@ -190,6 +190,65 @@ class MintError(DomainError):
     code = "mint_error"
 
 
+# -- refunds (SPEC §9.1) ---------------------------------------------------------------------------------------------
+class RefundError(DomainError):
+    """Base of the `refund_error` family."""
+
+    code = "refund_error"
+
+
+class NoBalanceError(RefundError):
+    code = "no_balance"
+
+
+class BalanceTooSmallError(RefundError):
+    code = "balance_too_small"
+
+
+class ChildKeyRefundError(RefundError):
+    code = "child_key_refund"
+
+
+class GrantNotRefundableError(RefundError):
+    code = "grant_not_refundable"
+
+
+class RefundConflictError(RefundError):
+    """Requests are in flight on the key, or its balance changed while the refund was prepared."""
+
+    code = "refund_conflict"
+
+    def __init__(
+        self, message: str, *, retry_after_seconds: int = 2, details: Mapping[str, object] | None = None
+    ) -> None:
+        super().__init__(message, details=details)
+        self.retry_after_seconds = retry_after_seconds
+
+
+class RequestInProgressError(RefundError):
+    code = "request_in_progress"
+
+    def __init__(
+        self, message: str, *, retry_after_seconds: int = 2, details: Mapping[str, object] | None = None
+    ) -> None:
+        super().__init__(message, details=details)
+        self.retry_after_seconds = retry_after_seconds
+
+
+class TokenNotFoundError(RefundError):
+    code = "token_not_found"
+
+
+class ChangeUnavailableError(RefundError):
+    code = "change_unavailable"
+
+
+class WalletShortError(DomainError):
+    """The node's wallet holds too few proofs at a mint to send what a key is owed (invariant 3 is broken)."""
+
+    code = "internal_error"
+
+
 # -- nostr -----------------------------------------------------------------------------------------------------------
 class MalformedEventError(DomainError):
     """A Nostr event from a relay that does not parse or exceeds the size limits; it is dropped and counted."""

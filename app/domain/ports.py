@@ -20,6 +20,14 @@ from app.domain.cashu import (
 from app.domain.money import Msat
 from app.domain.nostr import Event, EventQuery, QueryResult
 from app.domain.upstream import UpstreamRequest
+from app.domain.wallet import (
+    NewRedemption,
+    Redemption,
+    RedemptionCredit,
+    RedemptionState,
+    RefundRecord,
+    SendRequest,
+)
 
 
 class Clock(Protocol):
@@ -271,6 +279,107 @@ class Mint(Protocol):
         Raises TokenAlreadySpentError, TokenPendingError like `swap`. A timeout is MintOutcomeUnknownError: poll
         `get_melt_quote`.
         """
+        ...
+
+
+class Redemptions(Protocol):
+    """The idempotent claim and credit of received tokens (SPEC §7.2). No process-local locks: every step is a
+    conditional write, safe across instances sharing the database."""
+
+    async def claim(self, claim: NewRedemption) -> tuple[Redemption, bool]:
+        """`INSERT redemptions(pending)` ignoring a conflict; the stored row and whether this call inserted it."""
+        ...
+
+    async def get(self, token_hash: str) -> Redemption | None:
+        """The redemption, or None."""
+        ...
+
+    async def restart(self, token_hash: str, expected: Redemption, key_hash: str, fee: int, now: datetime) -> bool:
+        """CAS the row from exactly `expected` (its state and `attempt_started_at`) back to `pending` for `key_hash`
+        with a new attempt starting at `now` and input fee `fee`. False when another caller changed it first."""
+        ...
+
+    async def persist_outputs(
+        self, token_hash: str, mint_url: str, unit: str, outputs: Sequence[PendingOutput], now: datetime
+    ) -> None:
+        """Store `outputs` as `issuing` proofs with `op_id=redeem:<token_hash>` before the swap that signs them.
+
+        Earlier issuing outputs of the same redemption are detached first (their op_id gets a `stale:` prefix), so
+        exactly these remain the redemption's outputs. Rows are never deleted.
+        """
+        ...
+
+    async def outputs(self, token_hash: str) -> Sequence[PendingOutput]:
+        """The redemption's `issuing` outputs, in the order they were persisted."""
+        ...
+
+    async def credit(self, credit: RedemptionCredit, proofs: Sequence[Proof]) -> ApiKey:
+        """The one credit transaction: CAS `pending -> credited` (with `credited_msat`), mark the outputs signed as
+        `proofs` `unspent` (storing `C` and DLEQ), create the key (with the redemption's mint and unit and
+        `credit.terms`) or add to its balance, and journal `deposit` with idempotency key `redeem:<token_hash>`.
+
+        Returns the key afterwards. Raises RedemptionPendingError when the row was no longer `pending`.
+        """
+        ...
+
+    async def finish(self, token_hash: str, state: RedemptionState, error_code: str | None, now: datetime) -> bool:
+        """CAS `pending -> failed|aborted` with `error_code`; False when the row was not pending."""
+        ...
+
+
+class Wallet(Protocol):
+    """The node's proofs at each mint (`cashu_proofs`) and the sends (refunds, change) that spend them.
+
+    Proofs move `issuing -> unspent -> reserved -> spent|sent` and are never deleted.
+    """
+
+    async def reserve_send(self, request: SendRequest) -> tuple[RefundRecord, Sequence[Proof]]:
+        """One transaction: debit `request.debit` from the key as a CAS on its balance (`expected_balance`) and on
+        `reserved = 0`; pick unspent proofs of the mint and unit worth at least `request.amount`
+        (`FOR UPDATE SKIP LOCKED`, so two instances never pick the same proof) and mark them `reserved` with
+        `op_id=refund:<id>`; insert the `pending` refunds row; journal `refund` (-amount in msat) and, when not
+        zero, `rounding`. Returns the row and the reserved inputs.
+
+        Raises RefundConflictError when the CAS fails (holds appeared or the balance moved) and WalletShortError
+        when the proofs do not cover the amount (nothing is written then).
+        """
+        ...
+
+    async def persist_outputs(
+        self, refund_id: str, mint_url: str, unit: str, outputs: Sequence[PendingOutput], now: datetime
+    ) -> None:
+        """Store `outputs` as `issuing` proofs with `op_id=refund:<id>` before the swap that signs them."""
+        ...
+
+    async def outputs(self, refund_id: str) -> Sequence[PendingOutput]:
+        """The send's `issuing` outputs, in the order they were persisted."""
+        ...
+
+    async def complete_send(
+        self, refund_id: str, sent: Sequence[Proof], change: Sequence[Proof], fee: int, now: datetime
+    ) -> RefundRecord:
+        """One transaction: the reserved inputs become `spent` (or `sent` when they are sent as they are), signed
+        outputs become `sent` (`sent`) or `unspent` (`change`), and the row becomes `issued` with `fee`.
+        Idempotent: completing an issued send returns it unchanged."""
+        ...
+
+    async def cancel_send(self, refund_id: str, now: datetime) -> bool:
+        """A definite failure: the reserved inputs go back to `unspent`, the row becomes `failed`, and the whole
+        debit is given back as `refund_reversal` (idempotency key `refund_reversal:<id>`). False when the row was
+        not pending."""
+        ...
+
+    async def mark_ambiguous(self, refund_id: str, now: datetime) -> None:
+        """The outcome is unknown: the row becomes `ambiguous` and keeps its inputs reserved for the reconciler."""
+        ...
+
+    async def latest_refund(self, key_hash: str, now: datetime) -> tuple[RefundRecord, Sequence[Proof]] | None:
+        """The key's newest issued token refund and its `sent` proofs (to rebuild the token); sets `collected_at`.
+        None when the key has none."""
+        ...
+
+    async def balance(self, mint_url: str, unit: str) -> int:
+        """The value of `unspent` + `reserved` proofs at the mint, in `unit`."""
         ...
 
 

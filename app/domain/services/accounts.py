@@ -5,6 +5,8 @@ from dataclasses import dataclass
 from app.domain.accounts import ApiKey, hash_api_key, looks_like_api_key, normalize_api_key
 from app.domain.errors import InvalidApiKeyError, MissingApiKeyError
 from app.domain.ports import Clock, Ledger
+from app.domain.services.payments import RedemptionService
+from app.domain.wallet import looks_like_token, token_api_key
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,19 +28,24 @@ def bearer_credential(authorization: str | None) -> str | None:
 
 
 class AccountService:
-    def __init__(self, ledger: Ledger, clock: Clock) -> None:
+    def __init__(self, ledger: Ledger, clock: Clock, redemption: RedemptionService | None = None) -> None:
         self._ledger = ledger
         self._clock = clock
+        self._redemption = redemption
 
     async def authenticate(self, authorization: str | None) -> Caller:
-        """Resolve `Bearer sk-…` to its key.
+        """Resolve `Bearer sk-…` to its key, and `Bearer cashuA…|cashuB…` to the key `sk-`+sha256_hex(token).
 
-        Raises MissingApiKeyError without a credential and InvalidApiKeyError for a malformed or unknown key.
+        A token whose key exists is used without decoding it; otherwise it is redeemed into that new key (SPEC §6),
+        raising the errors of RedemptionService.redeem. Raises MissingApiKeyError without a credential and
+        InvalidApiKeyError for a malformed or unknown key.
         """
         credential = bearer_credential(authorization)
         if credential is None:
             msg = "No API key given; send 'Authorization: Bearer sk-…'"
             raise MissingApiKeyError(msg)
+        if looks_like_token(credential):
+            return await self._token_as_key(credential)
         if not looks_like_api_key(credential):
             msg = "The API key is malformed"
             raise InvalidApiKeyError(msg)
@@ -48,3 +55,14 @@ class AccountService:
             msg = "The API key is unknown"
             raise InvalidApiKeyError(msg)
         return Caller(key=key, presented_key=presented)
+
+    async def _token_as_key(self, token: str) -> Caller:
+        api_key = token_api_key(token)
+        key_hash = hash_api_key(api_key)
+        key = await self._ledger.get_key(key_hash)
+        if key is None:
+            if self._redemption is None:
+                msg = "Cashu tokens are not accepted as API keys here"
+                raise InvalidApiKeyError(msg)
+            key = (await self._redemption.redeem(token, key_hash=key_hash)).key
+        return Caller(key=key, presented_key=api_key)

@@ -1,0 +1,165 @@
+"""Bearer refunds (SPEC §9.1, §7.3): a key's available balance sent back as a token from its own mint and unit."""
+
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from app.domain.accounts import ApiKey
+from app.domain.cashu import PendingOutput, Proof, ProofStateKind, Token
+from app.domain.errors import (
+    BalanceTooSmallError,
+    ChildKeyRefundError,
+    DomainError,
+    GrantNotRefundableError,
+    MintOutcomeUnknownError,
+    MintUnreachableError,
+    NoBalanceError,
+    RefundConflictError,
+)
+from app.domain.ports import Clock, Mint, TokenCodec, Wallet
+from app.domain.wallet import RefundRecord, SendRequest, payable_units
+
+
+@dataclass(frozen=True, slots=True)
+class RefundToken:
+    """A token handed back to a client: `amount` is its face value in `unit`."""
+
+    token: str
+    amount: int
+    unit: str
+    refund_id: str
+    repeated: bool = False
+
+
+class RefundService:
+    """Debit first (a CAS on the balance), then send; a definite mint failure gives the balance back."""
+
+    def __init__(
+        self,
+        *,
+        wallet: Wallet,
+        mint: Mint,
+        codec: TokenCodec,
+        clock: Clock,
+        new_id: Callable[[], str] = lambda: uuid.uuid4().hex,
+    ) -> None:
+        self._wallet = wallet
+        self._mint = mint
+        self._codec = codec
+        self._clock = clock
+        self._new_id = new_id
+
+    async def refund(self, key: ApiKey) -> RefundToken:
+        """Send `key`'s whole available balance as a token (sat units rounded down, the rest journaled `rounding`).
+
+        With nothing available, the previous refund token is returned again. Raises ChildKeyRefundError,
+        GrantNotRefundableError, RefundConflictError (holds in flight or a concurrent change; retry),
+        NoBalanceError, BalanceTooSmallError, and mint errors after which the balance is restored, except
+        MintUnreachableError for an unknown outcome, which the reconciler settles.
+        """
+        if key.parent_key_hash is not None:
+            msg = "Child keys cannot be refunded; refund the parent key"
+            raise ChildKeyRefundError(msg)
+        mint_url, unit = key.refund_mint_url, key.refund_unit
+        if mint_url is None or unit is None:
+            msg = "This key was issued by the operator and is not refundable"
+            raise GrantNotRefundableError(msg)
+        if key.reserved:
+            msg = "Requests are in flight on this key; retry the refund when they finish"
+            raise RefundConflictError(msg)
+        if not key.available:
+            return await self._previous(key)
+        units, rounding = payable_units(key.available, unit)
+        if units == 0:
+            msg = f"The balance ({key.available.value} msat) is less than one {unit}"
+            raise BalanceTooSmallError(msg, details={"available_msat": key.available.value})
+        request = SendRequest(
+            refund_id=self._new_id(),
+            key_hash=key.key_hash,
+            mint_url=mint_url,
+            unit=unit,
+            amount=units,
+            rounding=rounding,
+            expected_balance=key.balance,
+            now=self._clock.now(),
+        )
+        record, inputs = await self._wallet.reserve_send(request)
+        sent = await self._send(record, inputs)
+        return self._token(record, sent)
+
+    async def _previous(self, key: ApiKey) -> RefundToken:
+        latest = await self._wallet.latest_refund(key.key_hash, self._clock.now())
+        if latest is None or not latest[1]:
+            msg = "Nothing to refund: the balance is 0"
+            raise NoBalanceError(msg)
+        record, proofs = latest
+        return self._token(record, proofs, repeated=True)
+
+    def _token(self, record: RefundRecord, proofs: Sequence[Proof], *, repeated: bool = False) -> RefundToken:
+        token = Token(mint=record.mint_url, unit=record.unit, proofs=tuple(proofs))
+        return RefundToken(
+            token=self._codec.encode_token(token),
+            amount=token.amount,
+            unit=record.unit,
+            refund_id=record.id,
+            repeated=repeated,
+        )
+
+    async def _send(self, record: RefundRecord, inputs: Sequence[Proof]) -> Sequence[Proof]:
+        """Hand out the inputs as they are when they add up exactly, else swap them into `amount - fee` plus change."""
+        total = sum(p.amount for p in inputs)
+        if total == record.amount:
+            await self._wallet.complete_send(record.id, inputs, (), 0, self._clock.now())
+            return inputs
+        try:
+            fee = await self._mint.input_fee(record.mint_url, inputs)
+        except DomainError:
+            await self._wallet.cancel_send(record.id, self._clock.now())
+            raise
+        if fee >= record.amount:
+            await self._wallet.cancel_send(record.id, self._clock.now())
+            msg = f"The mint's fee ({fee} {record.unit}) would swallow this refund"
+            raise BalanceTooSmallError(msg)
+        send_outputs: Sequence[PendingOutput] = ()
+        try:
+            send_outputs = await self._mint.prepare_outputs(record.mint_url, record.unit, record.amount - fee)
+            change_outputs = await self._mint.prepare_outputs(record.mint_url, record.unit, total - record.amount)
+            outputs = [*send_outputs, *change_outputs]
+            await self._wallet.persist_outputs(record.id, record.mint_url, record.unit, outputs, self._clock.now())
+            signed = await self._mint.swap(record.mint_url, inputs, outputs)
+        except MintOutcomeUnknownError:
+            return await self._reconcile(record, inputs, {o.secret for o in send_outputs})
+        except DomainError:
+            await self._wallet.cancel_send(record.id, self._clock.now())
+            raise
+        sent, change = list(signed[: len(send_outputs)]), list(signed[len(send_outputs) :])
+        await self._wallet.complete_send(record.id, sent, change, fee, self._clock.now())
+        return sent
+
+    async def _reconcile(
+        self, record: RefundRecord, inputs: Sequence[Proof], send_secrets: set[str]
+    ) -> Sequence[Proof]:
+        """The swap may or may not have happened: checkstate decides; undecidable outcomes wait for the reconciler."""
+        try:
+            kinds = {s.state for s in await self._mint.check_state(record.mint_url, self._mint.proof_ys(inputs))}
+        except DomainError:
+            kinds = set()
+        if kinds == {ProofStateKind.UNSPENT}:
+            await self._wallet.cancel_send(record.id, self._clock.now())
+            msg = "The mint did not answer; nothing was refunded and the balance is unchanged"
+            raise MintUnreachableError(msg)
+        if kinds == {ProofStateKind.SPENT}:
+            outputs = await self._wallet.outputs(record.id)
+            try:
+                restored: Sequence[Proof] | None = await self._mint.restore(record.mint_url, outputs)
+            except DomainError:
+                restored = None
+            if restored is not None and len(restored) == len(outputs):
+                sent = [p for p in restored if p.secret in send_secrets]
+                change = [p for p in restored if p.secret not in send_secrets]
+                fee = sum(p.amount for p in inputs) - sum(p.amount for p in restored)
+                await self._wallet.complete_send(record.id, sent, change, fee, self._clock.now())
+                return sent
+        await self._wallet.mark_ambiguous(record.id, self._clock.now())
+        msg = "The mint did not answer; the refund will be settled shortly and can be fetched again then"
+        raise MintUnreachableError(msg)
