@@ -8,6 +8,7 @@ from urllib.parse import urlsplit
 
 import msgspec
 
+from app.adapters.catalog import CatalogFileError, api_key_env_names, read_json_file
 from app.domain.nostr_bech32 import Bech32Error, parse_secret_key
 
 PPM: Final = 1_000_000
@@ -285,6 +286,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
             msg = f"{name}: {exc}{shown}"
             raise SettingsError(msg) from None
     _check_cross_field(raw)
+    raw["provider_api_keys"] = _provider_api_keys(raw, env)
     return msgspec.convert(raw, Settings, strict=False)
 
 
@@ -301,3 +303,22 @@ def _check_cross_field(raw: dict[str, object]) -> None:
     if database_url.startswith("sqlite") and isinstance(workers, int) and workers > 1:
         msg = "WORKERS: more than one worker needs PostgreSQL; SQLite allows a single worker"
         raise SettingsError(msg)
+
+
+def _provider_api_keys(raw: Mapping[str, object], env: Mapping[str, str]) -> dict[str, str]:
+    """Resolve the `api_key_env` names of the providers file; a missing variable stops the start."""
+    path = raw.get("providers_path")
+    if not isinstance(path, str):
+        return {}
+    try:
+        names = api_key_env_names(read_json_file(path, "PROVIDERS_PATH"))
+    except CatalogFileError as exc:
+        raise SettingsError(str(exc)) from None
+    keys: dict[str, str] = {}
+    for name in names:
+        value = env.get(name, "").strip()
+        if not value:
+            msg = f"{name}: required by PROVIDERS_PATH (api_key_env) but not set"
+            raise SettingsError(msg)
+        keys[name] = value
+    return keys

@@ -1,5 +1,8 @@
 """Settings: SPEC §2 names and defaults, exact decimal parsing, one-line errors that never echo secrets."""
 
+import json
+from pathlib import Path
+
 import pytest
 
 from app.infrastructure.settings import SettingsError, load_settings, normalize_mint_url
@@ -89,3 +92,28 @@ def test_load_settings_allows_loopback_ws_relays() -> None:
 def test_normalize_mint_url_rejects_non_http() -> None:
     with pytest.raises(ValueError, match="http"):
         normalize_mint_url("ftp://mint")
+
+
+def test_load_settings_resolves_provider_api_key_env_names(tmp_path: Path) -> None:
+    providers = tmp_path / "providers.json"
+    providers.write_text(json.dumps({"providers": [{"id": "or", "type": "openrouter", "api_key_env": "OR_KEY"}]}))
+
+    settings = load_settings({**MINT, "PROVIDERS_PATH": str(providers), "OR_KEY": "secret-value"})
+
+    assert settings.provider_api_keys == {"OR_KEY": "secret-value"}
+
+
+def test_load_settings_stops_when_a_provider_key_variable_is_missing(tmp_path: Path) -> None:
+    providers = tmp_path / "providers.json"
+    providers.write_text(json.dumps({"providers": [{"id": "or", "type": "openrouter", "api_key_env": "OR_KEY"}]}))
+
+    with pytest.raises(SettingsError, match=r"^OR_KEY: required by PROVIDERS_PATH"):
+        load_settings({**MINT, "PROVIDERS_PATH": str(providers)})
+
+
+def test_load_settings_never_echoes_a_bad_secret() -> None:
+    with pytest.raises(SettingsError) as caught:
+        load_settings({**MINT, "NSEC": "nsec1notreallyasecretbutsecretshaped"})
+
+    assert str(caught.value).startswith("NSEC:")
+    assert "notreally" not in str(caught.value)
