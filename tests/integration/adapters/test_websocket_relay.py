@@ -1,13 +1,21 @@
 """WebsocketRelay against a real relay on loopback, and against a loopback server that misbehaves on purpose."""
 
 import asyncio
+import datetime
+import ipaddress
 import json
 import secrets
+import ssl
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 from websockets.asyncio.server import ServerConnection, serve
 
 from app.adapters.nostr import SecpEventSigner, SecpSignatureVerifier, WebsocketRelay
@@ -99,10 +107,49 @@ Handler = Callable[[ServerConnection], Awaitable[None]]
 
 
 @asynccontextmanager
-async def _scripted(handler: Handler) -> AsyncIterator[str]:
-    async with serve(handler, "127.0.0.1", 0, max_size=None) as server:
+async def _scripted(handler: Handler, tls: ssl.SSLContext | None = None) -> AsyncIterator[str]:
+    async with serve(handler, "127.0.0.1", 0, max_size=None, ssl=tls) as server:
         port = next(iter(server.sockets)).getsockname()[1]
-        yield f"ws://127.0.0.1:{port}"
+        yield f"{'wss' if tls else 'ws'}://127.0.0.1:{port}"
+
+
+def _self_signed_context(directory: Path) -> ssl.SSLContext:
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(hours=1))
+        .not_valid_after(now + datetime.timedelta(hours=1))
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = directory / "cert.pem", directory / "key.pem"
+    cert_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert_path, key_path)
+    return context
+
+
+async def test_query_refuses_wss_relay_when_certificate_is_not_trusted(tmp_path: Path) -> None:
+    served: list[int] = []
+
+    async def handler(connection: ServerConnection) -> None:
+        served.append(1)
+        await connection.wait_closed()
+
+    async with _scripted(handler, _self_signed_context(tmp_path)) as url:
+        with pytest.raises(RelayUnavailableError):
+            await WebsocketRelay(url).query(QUERY)
+
+    assert served == []
 
 
 async def _subscription(connection: ServerConnection) -> str:
