@@ -56,6 +56,19 @@ def postgres_url() -> Iterator[str]:
 
 
 @pytest.fixture
+def empty_postgres_url() -> Iterator[str]:
+    """A fresh database with no schema at all, dropped after the test (for migration tests)."""
+    if not port_open(PG_HOST, PG_PORT):
+        backend_missing("PostgreSQL", f"nothing listens on {PG_HOST}:{PG_PORT}")
+    name = f"routstr_test_{secrets.token_hex(6)}"
+    run_isolated(_admin(f'CREATE DATABASE "{name}"'))
+    try:
+        yield f"postgresql+asyncpg://postgres@{PG_HOST}:{PG_PORT}/{name}"
+    finally:
+        run_isolated(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture
 def sqlite_url(tmp_path: Path) -> str:
     """A fresh, migrated SQLite file for this test."""
     url = f"sqlite+aiosqlite:///{tmp_path / 'routstr.db'}"

@@ -1,0 +1,1 @@
+"""SQL adapter tests on real SQLite and PostgreSQL."""
