@@ -63,6 +63,10 @@ _JSON = [(b"content-type", b"application/json")]
 _SSE = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")]
 
 
+class StreamBrokenError(Exception):
+    """Raised inside a response to make the server cut the connection mid-stream."""
+
+
 @dataclass
 class ReceivedRequest:
     method: str
@@ -314,8 +318,8 @@ class EchoUpstream:
                 )
             for n, event in enumerate(events):
                 if break_after is not None and n >= int(break_after):
-                    await send({"type": "http.response.body", "body": b'data: {"partial', "more_body": False})
-                    return
+                    await send({"type": "http.response.body", "body": b'data: {"partial', "more_body": True})
+                    raise StreamBrokenError  # uvicorn drops the connection mid-body
                 frame = event if preformatted else b"data: " + event + b"\n\n"
                 await send({"type": "http.response.body", "body": frame, "more_body": True})
                 if delay:

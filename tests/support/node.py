@@ -13,7 +13,7 @@ from typing import Any
 import uvicorn
 
 from app.adapters.sql import SqlDatabase, SqlLedger
-from app.domain.accounts import ApiKey, NewApiKey, Reservation, hash_api_key
+from app.domain.accounts import ApiKey, NewApiKey, Reservation, Settlement, hash_api_key
 from app.domain.money import Msat
 from app.infrastructure.app import create_app
 from app.infrastructure.settings import Settings, load_settings
@@ -130,6 +130,12 @@ class LedgerProbe:
     def reservation(self, request_id: str) -> Reservation | None:
         found = _run(self._with_ledger("get_reservation", request_id))
         assert found is None or isinstance(found, Reservation)
+        return found
+
+    def settle(self, request_id: str, charge_msat: int) -> Settlement:
+        """Settle a reservation as a late, surviving request would."""
+        found = _run(self._with_ledger("settle", request_id, Msat(charge_msat), datetime.now(UTC)))
+        assert isinstance(found, Settlement)
         return found
 
     def entries(self, key: str) -> list[object]:

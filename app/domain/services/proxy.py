@@ -53,7 +53,7 @@ EMBEDDINGS: Final = "/embeddings"
 RESPONSES: Final = "/responses"
 PRICED_ROUTES: Final = frozenset({CHAT, COMPLETIONS, EMBEDDINGS, RESPONSES})
 USAGE_INJECTED_ROUTES: Final = frozenset({CHAT, COMPLETIONS})
-SSE_MEDIA_TYPE: Final = "text/event-stream; charset=utf-8"
+SSE_MEDIA_TYPE: Final = "text/event-stream"  # the HTTP edge adds `; charset=utf-8`
 SSE_HEADERS: Final = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 _QUEUE_SIZE: Final = 64
 _T = TypeVar("_T")
