@@ -1,0 +1,1 @@
+"""Integration tests of the Cashu adapter against real nutshell mints and a scripted loopback server."""
