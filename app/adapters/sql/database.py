@@ -7,6 +7,7 @@ from typing import Any
 from sqlalchemy import event
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.pool import StaticPool
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 _BEGIN_OPTION = "routstr_sqlite_begin"
@@ -43,7 +44,13 @@ class SqlDatabase:
     def create(cls, url: str, *, pool_size: int = 10, max_overflow: int = 20) -> "SqlDatabase":
         """Build the engine for `url` (sqlite+aiosqlite or postgresql+asyncpg). Opens no connection yet."""
         if url.startswith("sqlite"):
-            engine = create_async_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
+            in_memory = url.rstrip("/").endswith(("sqlite+aiosqlite:", ":memory:"))
+            engine = create_async_engine(
+                url,
+                connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000},
+                # An in-memory database lives in one connection: share it, or every checkout sees an empty one.
+                **({"poolclass": StaticPool} if in_memory else {}),
+            )
             event.listen(engine.sync_engine, "connect", _sqlite_on_connect)
             event.listen(engine.sync_engine, "begin", _sqlite_on_begin)
         else:
