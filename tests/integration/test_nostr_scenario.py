@@ -14,10 +14,12 @@ import httpx
 import pytest
 from litestar.testing import AsyncTestClient
 
-from app.adapters.nostr import SecpEventSigner, WebsocketRelay
+from app.adapters.nostr import SecpEventSigner, SecpSignatureVerifier, WebsocketRelay
+from app.adapters.system.clock import SystemClock
 from app.domain.node import VERSION
 from app.domain.nostr import ANNOUNCEMENT_KIND, Event, EventQuery, Listing
 from app.domain.nostr_bech32 import npub_encode, nsec_encode
+from app.domain.services.nostr import AnnouncementPublisher
 from app.infrastructure.app import create_app
 from app.infrastructure.nostr_jobs import NostrJobs
 from tests.support.backends import free_port
@@ -106,6 +108,26 @@ async def test_node_publishes_exact_signed_listing_that_replaces_older_version(
     assert event.id_is_valid
     assert _bip340_valid(event)
     assert info["npub"] == npub_encode(signer.public_key)
+
+
+async def test_publisher_skips_relay_that_holds_same_fresh_listing_and_republishes_changed_one(relay_url: str) -> None:
+    signer, relay = SecpEventSigner(secrets.token_bytes(32)), WebsocketRelay(relay_url)
+    listing = _listing("Steady", "steady", ("https://steady.example",))
+    publisher = AnnouncementPublisher(listing, signer, SecpSignatureVerifier(), SystemClock())
+    first = await publisher.publish_to(relay)
+
+    again = await publisher.publish_to(relay)
+    changed = await AnnouncementPublisher(
+        replace(listing, name="Renamed"), signer, SecpSignatureVerifier(), SystemClock()
+    ).publish_to(relay)
+
+    assert first.published
+    assert not again.published
+    assert again.event == first.event
+    assert changed.published
+    assert changed.event.created_at > first.event.created_at
+    own = EventQuery(kinds=(ANNOUNCEMENT_KIND,), authors=(signer.public_key,), limit=10)
+    assert (await relay.query(own)).events == (changed.event,)
 
 
 async def test_providers_lists_genuine_announcement_and_drops_tampered_ones(
