@@ -3,11 +3,14 @@
 import asyncio
 import secrets
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import uvicorn
@@ -142,6 +145,73 @@ class LedgerProbe:
         found = _run(self._with_ledger("entries_for_key", hash_api_key(key)))
         assert isinstance(found, list | tuple)
         return list(found)
+
+
+def node_environment(database_url: str, upstream_base_url: str, **extra: str) -> dict[str, str]:
+    """The environment of a node process (the same defaults as `node_settings`)."""
+    return {
+        "PATH": "/usr/bin:/bin",
+        "PYTHONPATH": str(Path(__file__).resolve().parents[2]),
+        "DATABASE_URL": database_url,
+        "UPSTREAM_BASE_URL": upstream_base_url,
+        "CASHU_MINTS": "http://127.0.0.1:3338",
+        "BTC_USD_PRICE": "100000",
+        "MODELS_REFRESH_INTERVAL_SECONDS": "0",
+        "RELAYS": "ws://127.0.0.1:1",
+        "LOG_LEVEL": "WARNING",
+        **extra,
+    }
+
+
+@dataclass
+class NodeProcess:
+    """A node in its own process (`uvicorn --factory … create_app_from_env`) on a loopback port."""
+
+    env: dict[str, str]
+    port: int = 0
+    process: "subprocess.Popen[bytes] | None" = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> "NodeProcess":
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.bind(("127.0.0.1", 0))
+            self.port = int(sock.getsockname()[1])
+        command = [sys.executable, "-m", "uvicorn", "--factory", "app.infrastructure.app:create_app_from_env"]
+        self.process = subprocess.Popen(  # noqa: S603 - our own interpreter and module
+            [*command, "--host", "127.0.0.1", "--port", str(self.port), "--no-access-log"], env=self.env
+        )
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                    return self
+            except OSError:
+                if time.monotonic() > deadline or self.process.poll() is not None:
+                    msg = "node process did not start"
+                    raise RuntimeError(msg) from None
+                time.sleep(0.05)
+
+    def kill(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(10)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(20)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def __enter__(self) -> "NodeProcess":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
 
 
 def headers_of(mapping: Mapping[str, str]) -> dict[str, str]:
