@@ -1,6 +1,7 @@
 """Interop peer: a nutshell wallet driven from the command line, run under `.venv-mint/bin/python` only.
 
     nutshell_wallet.py [--mint URL] [--dir DIR] [--unit U] mint N | send N [--legacy] [--dleq] | receive TOKEN | balance
+    nutshell_wallet.py decode-request CREQ      (NUT-18, no wallet needed)
 
 Prints one JSON object on stdout: {"balance": n, ...}; failures print {"error": "..."} and exit 1.
 `--mint` and `--dir` default to NUTSHELL_MINT_URL and NUTSHELL_WALLET_DIR. This is test tooling, never app code:
@@ -13,6 +14,7 @@ import contextlib
 import json
 import os
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -32,8 +34,10 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     receive = commands.add_parser("receive", help="swap a token into the wallet")
     receive.add_argument("token")
     commands.add_parser("balance")
+    decode = commands.add_parser("decode-request", help="decode a NUT-18 payment request with nutshell")
+    decode.add_argument("request")
     args = parser.parse_args(argv)
-    if not args.mint or not args.dir:
+    if args.command != "decode-request" and (not args.mint or not args.dir):
         parser.error("--mint/NUTSHELL_MINT_URL and --dir/NUTSHELL_WALLET_DIR are required")
     return args
 
@@ -81,14 +85,33 @@ async def _run(args: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
+def _decode_request(raw: str) -> dict[str, Any]:
+    from cashu.core.nuts.nut18 import deserialize  # noqa: PLC0415 - after _configure
+
+    request = deserialize(raw)
+    return {
+        "i": request.i,
+        "a": request.a,
+        "u": request.u,
+        "s": request.s,
+        "m": request.m,
+        "d": request.d,
+        "t": None if request.t is None else [t.model_dump() for t in request.t],
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parse(sys.argv[1:] if argv is None else argv)
-    _configure(Path(args.dir).resolve())
     stdout = sys.stdout
     try:
         # nutshell prints progress ("Received 5 sat") to stdout; keep stdout for our JSON alone.
         with contextlib.redirect_stdout(sys.stderr):
-            result = asyncio.run(_run(args))
+            if args.command == "decode-request":
+                _configure(Path(tempfile.mkdtemp(prefix="nutshell-")))
+                result = _decode_request(args.request)
+            else:
+                _configure(Path(args.dir).resolve())
+                result = asyncio.run(_run(args))
     except Exception as exc:  # every failure becomes a JSON error for the caller
         print(json.dumps({"error": f"{type(exc).__name__}: {exc}"}), file=stdout)
         return 1

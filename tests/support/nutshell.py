@@ -90,3 +90,22 @@ def _int(result: dict[str, object], key: str) -> int:
         msg = f"nutshell wallet reply has no integer {key!r}"
         raise NutshellWalletError(msg)
     return value
+
+
+async def nutshell_decode_payment_request(request: str) -> dict[str, object]:
+    """Decode a `creqA` request with nutshell's own NUT-18 code; returns its fields `i a u s m d t`."""
+    process = await asyncio.create_subprocess_exec(
+        str(MINT_PYTHON),
+        str(SCRIPT),
+        "decode-request",
+        request,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    stdout, stderr = await asyncio.wait_for(process.communicate(), CALL_TIMEOUT_SECONDS)
+    lines = stdout.decode().strip().splitlines()
+    result = json.loads(lines[-1]) if lines else {}
+    if process.returncode != 0 or not isinstance(result, dict) or "error" in result:
+        msg = f"nutshell could not decode the payment request: {result or stderr.decode()[-2000:]}"
+        raise NutshellWalletError(msg)
+    return result

@@ -5,11 +5,12 @@ import asyncio
 import pytest
 
 from app.adapters.cashu import crypto
-from app.domain.cashu import Proof, ProofStateKind, QuoteState, Token
+from app.domain.cashu import PaymentRequest, Proof, ProofStateKind, QuoteState, Token
 from app.domain.errors import InvalidCashuTokenError, MintError, TokenAlreadySpentError
 from app.domain.ports import Mint, TokenCodec
-from tests.support.mint import RunningMint
-from tests.support.nutshell import NutshellWallet
+from tests.support.backends import backend_missing
+from tests.support.mint import RunningMint, mint_available
+from tests.support.nutshell import NutshellWallet, nutshell_decode_payment_request
 
 pytestmark = pytest.mark.mint
 
@@ -186,3 +187,28 @@ async def test_bolt11_mint_and_melt_round_trip_with_fakewallet(
     states = await mint_client.check_state(url, mint_client.proof_ys(proofs))
     assert {s.state for s in states} == {ProofStateKind.SPENT}
     assert (await mint_client.get_melt_quote(url, melt_quote.quote_id)).quote.state is QuoteState.PAID
+
+
+async def test_nutshell_decodes_our_payment_request(token_codec: TokenCodec) -> None:
+    missing = mint_available()
+    if missing is not None:
+        backend_missing("mint", missing)
+    ours = PaymentRequest(
+        amount=21,
+        unit="sat",
+        mints=("http://primary.test", "http://other.test"),
+        single_use=True,
+        description="routstr m",
+    )
+
+    decoded = await nutshell_decode_payment_request(token_codec.encode_payment_request(ours))
+
+    assert decoded == {
+        "i": None,
+        "a": 21,
+        "u": "sat",
+        "s": True,
+        "m": ["http://primary.test", "http://other.test"],
+        "d": "routstr m",
+        "t": None,
+    }

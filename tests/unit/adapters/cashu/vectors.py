@@ -22,3 +22,10 @@ def nut02_vectors() -> dict[str, Any]:
 
 def keys_of(name: str) -> dict[int, str]:
     return {int(amount): key for amount, key in nut02_vectors()[name].items()}
+
+
+@cache
+def nutshell_tokens() -> dict[str, Any]:
+    """Tokens made by nutshell 0.20.2, with the keyset that signed them."""
+    data: dict[str, Any] = json.loads((HERE / "nutshell_tokens.json").read_text())
+    return data
