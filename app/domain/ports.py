@@ -104,6 +104,19 @@ class LedgerAudit(Protocol):
         ...
 
 
+class JobLeases(Protocol):
+    """Which instance runs a leased job (SPEC §3): a row per job name, taken by a conditional upsert."""
+
+    async def acquire(self, name: str, holder: str, now: datetime, expires_at: datetime) -> bool:
+        """Take or renew job `name` for `holder` until `expires_at`, in one conditional write that succeeds only
+        when no lease exists, the current one expired at `now`, or it is already `holder`'s. True when held."""
+        ...
+
+    async def release(self, name: str, holder: str) -> bool:
+        """Give the lease up early; False when `holder` did not hold it."""
+        ...
+
+
 class StorageHealth(Protocol):
     async def check(self) -> str | None:
         """None when the database is reachable and migrated to head; otherwise what is wrong, without secrets."""
