@@ -1,9 +1,13 @@
 """msgspec request and response bodies. Wire names fixed by compatibility map onto *_msat attributes."""
 
+from typing import Annotated, Literal
+
 import msgspec
 
 from app.domain.node import HealthReport, NodeInfo
 from app.domain.services.accounts import Caller
+from app.domain.services.payments import CreatedKey
+from app.domain.services.refunds import RefundToken
 
 
 class Schema(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -106,3 +110,46 @@ class BalanceInfoResponse(Schema, frozen=True):
             balance_limit_reset=key.balance_limit_reset.value if key.balance_limit_reset is not None else None,
             validity_date=int(key.expires_at.timestamp()) if key.expires_at is not None else None,
         )
+
+
+class LenientSchema(msgspec.Struct, frozen=True, kw_only=True):
+    """Base for request bodies Routstr clients send with extra fields (compatibility: they must keep working)."""
+
+
+class BalanceCreateRequest(LenientSchema, frozen=True):
+    initial_balance_token: str | None = None
+    cashu_token: str | None = None
+    balance_limit_msat: Annotated[int, msgspec.Meta(ge=0)] | None = msgspec.field(default=None, name="balance_limit")
+    balance_limit_reset: Literal["daily", "weekly", "monthly"] | None = None
+    validity_date: Annotated[int, msgspec.Meta(ge=0)] | None = None
+
+
+class TopupRequest(LenientSchema, frozen=True):
+    cashu_token: str | None = None
+
+
+class CreateKeyResponse(Schema, frozen=True):
+    api_key: str
+    balance_msat: int = msgspec.field(name="balance")
+
+    @classmethod
+    def from_domain(cls, created: CreatedKey) -> "CreateKeyResponse":
+        return cls(api_key=created.api_key, balance_msat=created.key.available.value)
+
+
+class TopupResponse(Schema, frozen=True):
+    credited_msat: int = msgspec.field(name="msats")
+
+
+class RefundTokenResponse(Schema, frozen=True, omit_defaults=True):
+    """`{"token", "sats": "n"}`, or `"msats"` for msat units; amounts are strings (compatibility)."""
+
+    token: str
+    sats: str | None = None
+    msats: str | None = None
+
+    @classmethod
+    def from_domain(cls, refund: RefundToken) -> "RefundTokenResponse":
+        if refund.unit == "sat":
+            return cls(token=refund.token, sats=str(refund.amount))
+        return cls(token=refund.token, msats=str(refund.amount))

@@ -17,7 +17,7 @@ from app.api.controllers.proxy import LogRequestObserver, ProxyController
 from app.api.errors import EXCEPTION_HANDLERS
 from app.api.request_id import add_request_id_header, bind_request_context
 from app.domain.node import VERSION
-from app.infrastructure.container import Adapters, build_adapters, dependencies
+from app.infrastructure.container import Adapters, account_service, build_adapters, dependencies
 from app.infrastructure.logging import configure_logging
 from app.infrastructure.nostr_jobs import NostrJobs
 from app.infrastructure.proxy_wiring import build_proxy_services, start_proxy_jobs, stop_proxy_jobs
@@ -53,7 +53,12 @@ def create_app(settings: Settings, adapters: Adapters | None = None) -> Litestar
     wired = adapters if adapters is not None else build_adapters(settings)
     nostr = NostrJobs.build(settings, wired)
     proxy = build_proxy_services(
-        settings, ledger=wired.ledger, clock=wired.clock, upstreams=wired.upstreams, observer=LogRequestObserver()
+        settings,
+        ledger=wired.ledger,
+        clock=wired.clock,
+        upstreams=wired.upstreams,
+        observer=LogRequestObserver(),
+        accounts=account_service(settings, wired),  # token as key on paid routes too
     )
 
     @asynccontextmanager

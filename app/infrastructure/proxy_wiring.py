@@ -107,6 +107,7 @@ def build_proxy_services(
     upstreams: Mapping[str, Upstream],
     observer: RequestObserver,
     rates: ExchangeRateService | None = None,
+    accounts: AccountService | None = None,
 ) -> ProxyServices:
     policy = pricing_policy(settings)
     closers: Closers = []
@@ -133,7 +134,7 @@ def build_proxy_services(
     proxy = ProxyService(
         ledger=ledger,
         clock=clock,
-        accounts=AccountService(ledger, clock),
+        accounts=accounts if accounts is not None else AccountService(ledger, clock),
         upstreams=upstreams,
         catalog=catalog.current,
         rate=rates.current_or_none,

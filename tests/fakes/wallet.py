@@ -70,6 +70,9 @@ class ProofStore:
         for row in self.rows:
             if row.op_id == op_id and row.state is _P.ISSUING and row.output.secret in by_secret:
                 row.state, row.c = state, by_secret[row.output.secret].c
+
+    def detach(self, op_id: str) -> None:
+        """Outputs the mint never signed leave the op (`stale:` prefix), so none stays `issuing` under it."""
         for row in self.rows:
             if row.op_id == op_id and row.state is _P.ISSUING:
                 row.op_id = "stale:" + op_id
@@ -181,6 +184,7 @@ class InMemoryRedemptions:
         )
         op_id = redemption_op_id(credit.token_hash)
         self.proofs.sign(op_id, proofs, _P.UNSPENT)
+        self.proofs.detach(op_id)
         key = self.ledger.keys.get(credit.key_hash)
         if key is None:
             terms = credit.terms
@@ -320,6 +324,7 @@ class InMemoryWallet:
                 row.state = _P.SENT if row.output.secret in sent_secrets else _P.SPENT
         self.proofs.sign(op_id, sent, _P.SENT)
         self.proofs.sign(op_id, change, _P.UNSPENT)
+        self.proofs.detach(op_id)
         updated = dataclasses.replace(record, state=RefundState.ISSUED, fee=fee, updated_at=now)
         self.refunds[refund_id] = updated
         return updated

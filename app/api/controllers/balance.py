@@ -1,11 +1,57 @@
-"""The balance resource: what a key holds (and the /v1/wallet/* aliases, hidden from the schema)."""
+"""The balance resource: create a key from a token, top it up, refund it, read it (SPEC §9, §9.1).
 
-from litestar import Controller, get
+`/v1/wallet/*` are the same handlers under the legacy path, hidden from the schema.
+"""
+
+from datetime import UTC, datetime
+from typing import TypeVar
+
+import msgspec
+from litestar import Controller, get, post, route
 from litestar.di import NamedDependency, Provide
+from litestar.params import FromQuery, RawBody
 
 from app.api.deps import provide_caller
-from app.api.schemas import BalanceInfoResponse
+from app.api.schemas import (
+    BalanceCreateRequest,
+    BalanceInfoResponse,
+    CreateKeyResponse,
+    RefundTokenResponse,
+    TopupRequest,
+    TopupResponse,
+)
+from app.domain.accounts import LimitReset
+from app.domain.errors import InvalidJsonError, InvalidRequestError
+from app.domain.money import Msat
 from app.domain.services.accounts import Caller
+from app.domain.services.payments import BalanceService
+from app.domain.services.refunds import RefundService
+from app.domain.wallet import KeyTerms
+
+BodyT = TypeVar("BodyT", BalanceCreateRequest, TopupRequest)
+
+
+def _decode(body: bytes, kind: type[BodyT]) -> BodyT | None:
+    """The optional JSON body; None when there is none. Bad JSON or fields are 400s that change nothing."""
+    if not body.strip():
+        return None
+    try:
+        return msgspec.json.decode(body, type=kind)
+    except msgspec.ValidationError as exc:
+        raise InvalidRequestError(str(exc)) from None
+    except msgspec.DecodeError:
+        msg = "The request body is not valid JSON"
+        raise InvalidJsonError(msg) from None
+
+
+def _terms(data: BalanceCreateRequest | None) -> KeyTerms:
+    if data is None:
+        return KeyTerms()
+    return KeyTerms(
+        expires_at=None if data.validity_date is None else datetime.fromtimestamp(data.validity_date, tz=UTC),
+        balance_limit=None if data.balance_limit_msat is None else Msat(data.balance_limit_msat),
+        balance_limit_reset=None if data.balance_limit_reset is None else LimitReset(data.balance_limit_reset),
+    )
 
 
 class BalanceController(Controller):
@@ -17,13 +63,38 @@ class BalanceController(Controller):
     async def info(self, caller: NamedDependency[Caller]) -> BalanceInfoResponse:
         return BalanceInfoResponse.from_domain(caller)
 
+    @route("/create", http_method=["GET", "POST"], status_code=200)
+    async def create(
+        self,
+        balances: NamedDependency[BalanceService],
+        body: RawBody,
+        initial_balance_token: FromQuery[str | None] = None,
+    ) -> CreateKeyResponse:
+        data = _decode(body, BalanceCreateRequest)
+        token = initial_balance_token or (data and (data.initial_balance_token or data.cashu_token)) or ""
+        created = await balances.create(token, _terms(data))
+        return CreateKeyResponse.from_domain(created)
 
-class WalletAliasController(Controller):
+    @post("/topup", status_code=200)
+    async def topup(
+        self,
+        caller: NamedDependency[Caller],
+        balances: NamedDependency[BalanceService],
+        body: RawBody,
+        cashu_token: FromQuery[str | None] = None,
+    ) -> TopupResponse:
+        data = _decode(body, TopupRequest)
+        token = cashu_token or (data and data.cashu_token) or ""
+        credited = await balances.topup(caller.key, token)
+        return TopupResponse(credited_msat=credited.value)
+
+    @post("/refund", status_code=200)
+    async def refund(
+        self, caller: NamedDependency[Caller], refunds: NamedDependency[RefundService]
+    ) -> RefundTokenResponse:
+        return RefundTokenResponse.from_domain(await refunds.refund(caller.key))
+
+
+class WalletAliasController(BalanceController):
     path = "/v1/wallet"
-    tags = ("balance",)
     include_in_schema = False
-    dependencies = {"caller": Provide(provide_caller)}  # noqa: RUF012 - Litestar reads this class attribute
-
-    @get(["/info", "/"])
-    async def info(self, caller: NamedDependency[Caller]) -> BalanceInfoResponse:
-        return BalanceInfoResponse.from_domain(caller)
