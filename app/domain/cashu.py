@@ -12,6 +12,7 @@ from enum import StrEnum
 
 MAX_TOKEN_BYTES = 100 * 1024
 MAX_TOKEN_PROOFS = 500
+MAX_AMOUNT = 2**63 - 1  # what a BIGINT column holds; also caps a token's total
 KEYSET_ID_V1_PREFIX = "00"
 KEYSET_ID_V2_PREFIX = "01"
 

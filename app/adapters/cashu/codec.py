@@ -11,6 +11,7 @@ import cbor2
 from app.adapters.cashu.crypto import point
 from app.domain.cashu import (
     KEYSET_ID_V2_PREFIX,
+    MAX_AMOUNT,
     MAX_TOKEN_BYTES,
     MAX_TOKEN_PROOFS,
     Dleq,
@@ -194,6 +195,8 @@ def _amount(value: object) -> int:
         _fail("amount is not an integer")
     if value <= 0:
         _fail("amount is not positive")
+    if value > MAX_AMOUNT:
+        _fail("amount is too large")
     return value
 
 
@@ -227,6 +230,8 @@ def _validate(token: Token) -> None:
         _fail("no proofs")
     if len(token.proofs) > MAX_TOKEN_PROOFS:
         _fail(f"more than {MAX_TOKEN_PROOFS} proofs")
+    if token.amount > MAX_AMOUNT:
+        _fail("total amount is too large")
     secrets_seen: set[str] = set()
     for proof in token.proofs:
         if proof.secret in secrets_seen:

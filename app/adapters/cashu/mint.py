@@ -5,6 +5,7 @@ import contextlib
 import math
 import random
 import secrets
+import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, NoReturn
 
@@ -47,6 +48,7 @@ Sleep = Callable[[float], Awaitable[None]]
 # NUT error codes (https://github.com/cashubtc/nuts/blob/main/error_codes.md)
 CODE_PROOFS_SPENT = 11001
 CODE_PROOFS_PENDING = 11002
+CODE_KEYSET_INACTIVE = 12002
 # Codes that mean the inputs themselves are bad: the token is invalid rather than the mint broken.
 INVALID_INPUT_CODES = frozenset({10001, 10003, 11007, 12001})
 _HTTP_TOO_MANY_REQUESTS = 429
@@ -63,7 +65,9 @@ class HttpCashuMint:
     - `retry_max_attempts` attempts are made on transport failures and 429 only; backoff is `2^n` s plus up to 1 s
       of jitter, or the mint's `Retry-After`. State-changing calls (swap, mint, melt) are retried only when the
       request surely never left (connect failures) or on 429; otherwise MintOutcomeUnknownError.
-    - `sleep` and `jitter` are injectable so tests need no real waiting.
+    - Keysets are cached per mint for `keyset_ttl_seconds` (a rotated active keyset is noticed within that time),
+      and refetched at once when an unknown id is met or the mint calls a keyset inactive.
+    - `sleep`, `jitter` and `clock` are injectable so tests need no real waiting.
     """
 
     def __init__(
@@ -75,6 +79,8 @@ class HttpCashuMint:
         retry_max_attempts: int = 3,
         sleep: Sleep = asyncio.sleep,
         jitter: Callable[[], float] = random.random,
+        keyset_ttl_seconds: float = 300.0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._client = client
         self._timeout = timeout_seconds
@@ -84,6 +90,9 @@ class HttpCashuMint:
         self._jitter = jitter
         self._semaphores: dict[str, asyncio.Semaphore] = {}
         self._keysets: dict[str, dict[str, Keyset]] = {}
+        self._keysets_loaded_at: dict[str, float] = {}
+        self._keyset_ttl = keyset_ttl_seconds
+        self._clock = clock
 
     # -- port: keys and fees -----------------------------------------------------------------------------------------
     async def info(self, mint_url: str) -> MintInfo:
@@ -207,7 +216,8 @@ class HttpCashuMint:
     # -- keysets -----------------------------------------------------------------------------------------------------
     async def _load_keysets(self, mint_url: str, *, refresh: bool = False) -> dict[str, Keyset]:
         cached = self._keysets.get(mint_url)
-        if cached is not None and not refresh:
+        fresh = self._clock() - self._keysets_loaded_at.get(mint_url, -math.inf) < self._keyset_ttl
+        if cached is not None and fresh and not refresh:
             return cached
         data = await self._call(mint_url, "GET", "/v1/keysets", operation="keysets")
         entries = data.get("keysets")
@@ -237,6 +247,7 @@ class HttpCashuMint:
                 final_expiry=expiry if isinstance(expiry, int) else None,
             )
         self._keysets[mint_url] = loaded
+        self._keysets_loaded_at[mint_url] = self._clock()
         return loaded
 
     async def _fetch_keys(self, mint_url: str, keyset_id: str) -> dict[int, str]:
@@ -431,6 +442,8 @@ class HttpCashuMint:
         if code == CODE_PROOFS_PENDING:
             msg = "The Cashu token is pending at the mint"
             raise TokenPendingError(msg)
+        if code == CODE_KEYSET_INACTIVE:
+            self._keysets_loaded_at.pop(mint_url, None)  # outputs named a rotated keyset: reload next time
         if code in INVALID_INPUT_CODES:
             msg = f"Invalid Cashu token: the mint refused it ({detail})"
             raise InvalidCashuTokenError(msg)

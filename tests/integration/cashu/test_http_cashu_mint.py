@@ -296,3 +296,31 @@ async def test_prepare_outputs_uses_the_active_keyset_and_splits_the_amount(clie
     assert {o.keyset_id for o in outputs} == {KEYSET_ID}
     assert all(crypto.point_hex(crypto.blind_message(o.secret, int(o.blinding_factor, 16))) == o.b_ for o in outputs)
     assert len({o.secret for o in outputs}) == 3
+
+
+async def test_keysets_are_cached_and_refetched_after_the_ttl(client: httpx.AsyncClient) -> None:
+    now = [0.0]
+    async with scripted_server(serving_keys(INFO)) as server:
+        mint = HttpCashuMint(client, sleep=Sleeps(), keyset_ttl_seconds=10.0, clock=lambda: now[0])
+        await mint.keysets(server.url)
+        now[0] = 9.0
+        await mint.keysets(server.url)
+        cached_fetches = server.count("/v1/keysets")
+        now[0] = 10.5
+        await mint.keysets(server.url)
+
+    assert cached_fetches == 1
+    assert server.count("/v1/keysets") == 2
+    assert server.count(f"/v1/keys/{KEYSET_ID}") == 1  # keys of a known id are kept
+
+
+async def test_inactive_keyset_error_makes_the_next_call_reload_keysets(client: httpx.AsyncClient) -> None:
+    inactive = Reply(status=400, body={"detail": "keyset inactive", "code": 12002})
+    async with scripted_server(serving_keys(inactive)) as server:
+        mint = _mint(client, Sleeps())
+        outputs = await mint.prepare_outputs(server.url, "sat", 4)
+        with pytest.raises(MintError):
+            await mint.swap(server.url, [INPUT], outputs)
+        await mint.prepare_outputs(server.url, "sat", 4)
+
+    assert server.count("/v1/keysets") == 2

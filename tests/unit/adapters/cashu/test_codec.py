@@ -152,6 +152,8 @@ def test_token_hash_ignores_encoding_and_proof_order() -> None:
         (_v3_token(_v3_proof(amount=1.5)), "fractional amount"),
         (_v3_token(_v3_proof(amount=True)), "boolean amount"),
         (_v3_token(_v3_proof(amount="8")), "string amount"),
+        (_v3_token(_v3_proof(amount=2**63)), "amount beyond BIGINT"),
+        (_v3_token(_v3_proof("x", 2**62), _v3_proof("y", 2**62)), "total beyond BIGINT"),
         (_v3_token(_v3_proof(c="02" + "00" * 32)), "not a curve point"),
         (_v3_token(_v3_proof(c="zz")), "not hex"),
         (_v3_token(_v3_proof(text='["P2PK",{"nonce":"00","data":"02aa"}]')), "NUT-10 locked"),
