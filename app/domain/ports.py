@@ -105,7 +105,13 @@ class LedgerAudit(Protocol):
 
 
 class JobLeases(Protocol):
-    """Which instance runs a leased job (SPEC §3): a row per job name, taken by a conditional upsert."""
+    """Which instance runs a leased job (SPEC §3): a row per job name, taken by a conditional upsert.
+
+    Each call is one atomic statement, so instances sharing the database need no other lock: of any number of
+    concurrent `acquire` calls by different holders on a free or expired lease exactly one gets it, and nobody else
+    gets a live lease. Expiry is judged by the caller's `now`, so instance clocks must agree to within the margin the
+    caller leaves between renewals and `expires_at`.
+    """
 
     async def acquire(self, name: str, holder: str, now: datetime, expires_at: datetime) -> bool:
         """Take or renew job `name` for `holder` until `expires_at`, in one conditional write that succeeds only

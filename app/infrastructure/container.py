@@ -1,5 +1,8 @@
 """Composition root: builds the real adapters from settings and the services the controllers receive."""
 
+import os
+import secrets
+import socket
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 
@@ -9,7 +12,7 @@ from litestar.di import Provide
 from app.adapters.cashu.codec import CashuTokenCodec
 from app.adapters.cashu.mint import HttpCashuMint
 from app.adapters.nostr import SecpEventSigner, SecpSignatureVerifier, WebsocketRelay
-from app.adapters.sql import SqlDatabase, SqlLedger, SqlLedgerAudit, SqlStorageHealth
+from app.adapters.sql import SqlDatabase, SqlJobLeases, SqlLedger, SqlLedgerAudit, SqlStorageHealth
 from app.adapters.sql.redemptions import SqlRedemptions
 from app.adapters.sql.wallet import SqlWallet
 from app.adapters.system.clock import SystemClock
@@ -19,6 +22,7 @@ from app.domain.nostr_bech32 import npub_encode
 from app.domain.ports import (
     Clock,
     EventSigner,
+    JobLeases,
     Ledger,
     LedgerAudit,
     Mint,
@@ -36,6 +40,11 @@ from app.domain.services.payments import BalanceService, MintPolicy, RedemptionS
 from app.domain.services.refunds import RefundService
 from app.infrastructure.proxy_wiring import build_upstreams
 from app.infrastructure.settings import Settings
+
+
+def new_instance_id() -> str:
+    """This process's lease holder id: host, pid and a random suffix (unique even when pids repeat in containers)."""
+    return f"{socket.gethostname()[:64]}:{os.getpid()}:{secrets.token_hex(6)}"
 
 
 @dataclass(frozen=True)
@@ -56,6 +65,9 @@ class Adapters:
     wallet: Wallet | None = None
     redemptions: Redemptions | None = None
     token_codec: TokenCodec = field(default_factory=CashuTokenCodec)
+    # Leased jobs (SPEC §3). None: no shared store, so this process is taken to be the only instance.
+    job_leases: JobLeases | None = None
+    instance_id: str = field(default_factory=new_instance_id)
 
     async def close(self) -> None:
         for close in reversed(self.closers):
@@ -87,6 +99,7 @@ def build_adapters(settings: Settings) -> Adapters:
         ),
         wallet=SqlWallet(database),
         redemptions=SqlRedemptions(database),
+        job_leases=SqlJobLeases(database),
     )
 
 

@@ -1,6 +1,7 @@
 """Nostr background jobs: publish the listing to each relay (24 h cycle, per-relay backoff) and refresh discovery.
 
-Started from the app lifespan without awaiting any relay, so relays never delay startup or requests.
+Started from the app lifespan without awaiting any relay, so relays never delay startup or requests. Publishing is a
+leased job (SPEC §3): with a shared lease store only the instance holding `nostr_publish` publishes.
 """
 
 import asyncio
@@ -15,6 +16,7 @@ from app.domain.errors import RelayError
 from app.domain.node import VERSION
 from app.domain.nostr import Listing, backoff_seconds, default_provider_id
 from app.domain.ports import Clock, EventSigner, Relay
+from app.domain.services.leases import LeasedJob
 from app.domain.services.nostr import AnnouncementPublisher, DiscoveryService
 from app.infrastructure.container import Adapters
 from app.infrastructure.settings import Settings
@@ -22,6 +24,11 @@ from app.infrastructure.settings import Settings
 log: structlog.typing.FilteringBoundLogger = structlog.get_logger(__name__)
 
 MIN_RECHECK_SECONDS: Final = 60
+PUBLISH_LEASE_NAME: Final = "nostr_publish"
+# The holder keeps the lease until its next wake-up plus this margin (which also covers one publish attempt).
+PUBLISH_LEASE_MARGIN_SECONDS: Final = 300
+# How often an instance that does not hold the lease checks whether it lapsed.
+STANDBY_RETRY_SECONDS: Final = 60
 
 Sleep = Callable[[float], Awaitable[None]]
 
@@ -56,6 +63,7 @@ class NostrJobs:
         clock: Clock,
         sleep: Sleep = asyncio.sleep,
         jitter: Callable[[], float] = _uniform_jitter,
+        publish_lease: LeasedJob | None = None,
     ) -> None:
         self.relays = tuple(relays)
         self.discovery = discovery
@@ -65,6 +73,8 @@ class NostrJobs:
         self._clock = clock
         self._sleep = sleep
         self._jitter = jitter
+        self.publish_lease = publish_lease
+        self.leading: bool | None = None  # last known answer of the publish lease; None before the first
         self.tasks: list[asyncio.Task[None]] = []
 
     @classmethod
@@ -84,6 +94,17 @@ class NostrJobs:
             else None
         )
         enabled = settings.providers_refresh_interval_seconds > 0
+        lease = (
+            LeasedJob(
+                adapters.job_leases,
+                adapters.clock,
+                name=PUBLISH_LEASE_NAME,
+                holder=adapters.instance_id,
+                margin_seconds=PUBLISH_LEASE_MARGIN_SECONDS,
+            )
+            if adapters.job_leases is not None
+            else None
+        )
         return cls(
             relays=adapters.relays,
             discovery=DiscoveryService(adapters.relays, adapters.signature_verifier, enabled=enabled),
@@ -91,6 +112,7 @@ class NostrJobs:
             publish_skipped=skipped,
             refresh_interval_seconds=settings.providers_refresh_interval_seconds,
             clock=adapters.clock,
+            publish_lease=lease,
         )
 
     def dependencies(self) -> dict[str, Provide]:
@@ -116,39 +138,74 @@ class NostrJobs:
         self.tasks.append(asyncio.get_running_loop().create_task(job, name=name))
 
     async def stop(self) -> None:
+        """Cancel the tasks, then hand the publish lease back so another instance can take over at once."""
         for task in self.tasks:
             task.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)
         self.tasks.clear()
+        if self.publish_lease is not None and self.leading:
+            self.leading = None
+            try:
+                await self.publish_lease.release()
+            except Exception as exc:  # the lease then simply lapses
+                log.warning("nostr_publish_lease_release_failed", error_type=type(exc).__name__)
+
+    async def _hold_publish_lease(self, next_run_in_seconds: float) -> bool:
+        """Take or renew the publish lease to cover the next `next_run_in_seconds`; True when this instance holds it.
+
+        Without a lease store the process is the only instance. A store error counts as not holding.
+        """
+        if self.publish_lease is None:
+            return True
+        try:
+            held = await self.publish_lease.hold(next_run_in_seconds)
+        except Exception as exc:
+            log.warning("nostr_publish_lease_failed", error_type=type(exc).__name__)
+            held = False
+        if held != self.leading:
+            log.info(
+                "nostr_publish_lease_taken" if held else "nostr_publish_lease_not_held",
+                lease=self.publish_lease.name,
+                holder=self.publish_lease.holder,
+            )
+        self.leading = held
+        return held
 
     async def publish_loop(self, relay: Relay) -> None:
-        """Publish to one relay forever: after success wait until the copy is 24 h old, after failure back off."""
+        """Publish to one relay forever: after success wait until the copy is 24 h old, after failure back off.
+
+        Each cycle first takes or renews the publish lease; an instance that does not hold it skips the cycle and
+        checks again after STANDBY_RETRY_SECONDS. After a cycle the holder renews the lease to cover its sleep.
+        """
         assert self.publisher is not None  # noqa: S101 - only started with a publisher
         failures = 0
         while True:
+            if not await self._hold_publish_lease(0):
+                await self._sleep(STANDBY_RETRY_SECONDS)
+                continue
             try:
                 outcome = await self.publisher.publish_to(relay)
             except RelayError as exc:
                 failures += 1
                 delay = backoff_seconds(failures, self._jitter())
                 log.warning("nostr_publish_failed", relay=relay.url, error=exc.message, retry_in_seconds=round(delay))
-                await self._sleep(delay)
-                continue
             except Exception as exc:  # a bug must not kill the job silently
                 failures += 1
                 delay = backoff_seconds(failures, self._jitter())
                 log.exception("nostr_publish_crashed", relay=relay.url, error_type=type(exc).__name__)
-                await self._sleep(delay)
-                continue
-            failures = 0
-            log.info(
-                "nostr_published" if outcome.published else "nostr_publish_unchanged",
-                relay=relay.url,
-                event_id=outcome.event.id,
-                created_at=outcome.event.created_at,
-            )
-            now = int(self._clock.now().timestamp())
-            await self._sleep(max(outcome.next_due - now, MIN_RECHECK_SECONDS))
+            else:
+                failures = 0
+                log.info(
+                    "nostr_published" if outcome.published else "nostr_publish_unchanged",
+                    relay=relay.url,
+                    event_id=outcome.event.id,
+                    created_at=outcome.event.created_at,
+                )
+                now = int(self._clock.now().timestamp())
+                delay = max(outcome.next_due - now, MIN_RECHECK_SECONDS)
+            if not await self._hold_publish_lease(delay):
+                delay = min(delay, STANDBY_RETRY_SECONDS)  # lost it: check again like any standby instance
+            await self._sleep(delay)
 
     async def discovery_loop(self) -> None:
         """Refresh the discovery cache now, then every PROVIDERS_REFRESH_INTERVAL_SECONDS."""
