@@ -24,6 +24,7 @@ STATUS_BY_ERROR: Final[dict[type[e.DomainError], tuple[int, str]]] = {
     e.PaymentRequiredError: (402, "insufficient_quota"),
     e.InsufficientBalanceError: (402, "insufficient_quota"),
     e.BalanceLimitExceededError: (402, "insufficient_quota"),
+    e.NotParentKeyError: (403, "permission_error"),
     e.PriceUnavailableError: (503, "service_unavailable"),
     e.UpstreamError: (502, "upstream_error"),
     e.UpstreamTimeoutError: (504, "upstream_error"),

@@ -88,6 +88,17 @@ class NewApiKey:
     balance_limit_reset: LimitReset | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class NewChildKey:
+    """A child key: it spends its parent's balance (its own balance and reserved stay 0), capped by its own limit."""
+
+    key_hash: str
+    created_at: datetime
+    expires_at: datetime | None = None
+    balance_limit: Msat | None = None
+    balance_limit_reset: LimitReset | None = None
+
+
 class ReservationStatus(StrEnum):
     ACTIVE = "active"
     CHARGED = "charged"

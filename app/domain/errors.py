@@ -62,6 +62,12 @@ class BalanceLimitExceededError(DomainError):
     code = "balance_limit_exceeded"
 
 
+class NotParentKeyError(DomainError):
+    """A child-key operation on a key that may not do it (children cannot have children)."""
+
+    code = "not_parent_key"
+
+
 class ReservationNotFoundError(DomainError):
     code = "internal_error"
 

@@ -4,7 +4,15 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from datetime import datetime
 from typing import Protocol
 
-from app.domain.accounts import ApiKey, LedgerEntry, NewApiKey, Reservation, ReservationRequest, Settlement
+from app.domain.accounts import (
+    ApiKey,
+    LedgerEntry,
+    NewApiKey,
+    NewChildKey,
+    Reservation,
+    ReservationRequest,
+    Settlement,
+)
 from app.domain.cashu import (
     Keyset,
     MeltQuote,
@@ -55,6 +63,17 @@ class Ledger(Protocol):
 
     async def list_keys(self, *, limit: int = 100, offset: int = 0) -> Sequence[ApiKey]:
         """Keys, oldest first."""
+        ...
+
+    async def create_child_keys(
+        self, parent_key_hash: str, children: Sequence[NewChildKey], fee_per_key: Msat, now: datetime
+    ) -> Sequence[ApiKey]:
+        """Create children of a parent key and debit `fee_per_key * len(children)` (CHILD_KEY_COST) from its
+        available balance, journaled as `child_key_fee` (idempotency key `child_key_fee:<first child hash>`), in one
+        transaction. Raises InvalidApiKeyError for an unknown parent, NotParentKeyError when it is itself a child,
+        KeyExpiredError when it expired at `now`, InsufficientBalanceError (details: required_msat, available_msat)
+        when its available balance is short. Nothing is written when it raises.
+        """
         ...
 
     async def reserve(self, request: ReservationRequest) -> Reservation:

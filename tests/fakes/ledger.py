@@ -8,6 +8,7 @@ from app.domain.accounts import (
     ApiKey,
     LedgerEntry,
     NewApiKey,
+    NewChildKey,
     Reservation,
     ReservationRequest,
     ReservationStatus,
@@ -24,7 +25,12 @@ from app.domain.balance import (
     settlement_amounts,
     tracks_limit,
 )
-from app.domain.errors import InvalidApiKeyError, ReservationNotFoundError, ReservationStateError
+from app.domain.errors import (
+    InvalidApiKeyError,
+    NotParentKeyError,
+    ReservationNotFoundError,
+    ReservationStateError,
+)
 from app.domain.money import Msat
 
 _S = ReservationStatus
@@ -77,6 +83,43 @@ class InMemoryLedger:
         self.keys[key.key_hash] = stored
         self._journal(key.key_hash, "grant", key.grant.value, f"grant:{key.key_hash}", key.created_at)
         return stored
+
+    async def create_child_keys(
+        self, parent_key_hash: str, children: Sequence[NewChildKey], fee_per_key: Msat, now: datetime
+    ) -> Sequence[ApiKey]:
+        self._enter("create_child_keys", parent_key_hash)
+        parent = self.keys.get(parent_key_hash)
+        if parent is None:
+            msg = "The API key is unknown"
+            raise InvalidApiKeyError(msg)
+        if parent.parent_key_hash is not None:
+            msg = "Child keys cannot create child keys"
+            raise NotParentKeyError(msg)
+        check_not_expired(parent, now)
+        fee = Msat(fee_per_key.value * len(children))
+        if fee and children:
+            check_reservable(parent, fee, now)
+            self.keys[parent_key_hash] = dataclasses.replace(parent, balance=parent.balance - fee)
+            self._journal(parent_key_hash, "child_key_fee", -fee.value, f"child_key_fee:{children[0].key_hash}", now)
+        created = []
+        for child in children:
+            reset = child.balance_limit_reset
+            key = ApiKey(
+                key_hash=child.key_hash,
+                balance=Msat(0),
+                reserved=Msat(0),
+                total_spent=Msat(0),
+                total_requests=0,
+                created_at=child.created_at,
+                expires_at=child.expires_at,
+                parent_key_hash=parent_key_hash,
+                balance_limit=child.balance_limit,
+                balance_limit_reset=reset,
+                limit_reset_at=None if reset is None else next_limit_reset(reset, child.created_at),
+            )
+            self.keys[key.key_hash] = key
+            created.append(key)
+        return created
 
     def add_key(self, key: ApiKey) -> None:
         """Seed a key as-is (e.g. a child) with a journal entry matching its balance, so the audit holds."""

@@ -15,6 +15,7 @@ from app.domain.accounts import (
     LedgerEntry,
     LimitReset,
     NewApiKey,
+    NewChildKey,
     Reservation,
     ReservationRequest,
     ReservationStatus,
@@ -32,6 +33,7 @@ from app.domain.balance import (
 from app.domain.errors import (
     InsufficientBalanceError,
     InvalidApiKeyError,
+    NotParentKeyError,
     ReservationNotFoundError,
     ReservationStateError,
 )
@@ -161,6 +163,65 @@ class SqlLedger:
                 select(keys_t).order_by(KEYS.created_at, KEYS.key_hash).limit(limit).offset(offset)
             )
             return [key_from_row(r) for r in rows.mappings()]
+
+    async def create_child_keys(
+        self, parent_key_hash: str, children: Sequence[NewChildKey], fee_per_key: Msat, now: datetime
+    ) -> Sequence[ApiKey]:
+        async with self._db.begin() as conn:
+            parent = await self._key(conn, parent_key_hash)
+            if parent is None:
+                msg = "The API key is unknown"
+                raise InvalidApiKeyError(msg)
+            if parent.parent_key_hash is not None:
+                msg = "Child keys cannot create child keys"
+                raise NotParentKeyError(msg)
+            check_not_expired(parent, now)
+            fee = Msat(fee_per_key.value * len(children))
+            if fee and children:
+                debited = await conn.execute(
+                    update(keys_t)
+                    .where(
+                        KEYS.key_hash == parent_key_hash,
+                        KEYS.balance_msat - KEYS.reserved_msat >= fee.value,
+                        (KEYS.expires_at.is_(None)) | (KEYS.expires_at > now),
+                    )
+                    .values(balance_msat=KEYS.balance_msat - fee.value)
+                )
+                if debited.rowcount != 1:
+                    check_reservable(parent, fee, now)
+                    msg = "Insufficient balance for the child key fee"
+                    raise InsufficientBalanceError(
+                        msg, details={"required_msat": fee.value, "available_msat": parent.available.value}
+                    )
+                await self._journal(
+                    conn,
+                    parent_key_hash,
+                    "child_key_fee",
+                    -fee.value,
+                    f"child_key_fee:{children[0].key_hash}",
+                    now,
+                    meta={"children": len(children)},
+                )
+            for child in children:
+                reset = child.balance_limit_reset
+                await conn.execute(
+                    insert(keys_t).values(
+                        key_hash=child.key_hash,
+                        balance_msat=0,
+                        reserved_msat=0,
+                        total_spent_msat=0,
+                        total_requests=0,
+                        limit_used_msat=0,
+                        created_at=child.created_at,
+                        expires_at=child.expires_at,
+                        parent_key_hash=parent_key_hash,
+                        balance_limit_msat=None if child.balance_limit is None else child.balance_limit.value,
+                        balance_limit_reset=None if reset is None else reset.value,
+                        limit_reset_at=None if reset is None else next_limit_reset(reset, child.created_at),
+                    )
+                )
+            created = [await self._key(conn, child.key_hash) for child in children]
+            return [key for key in created if key is not None]
 
     # -- reservations ------------------------------------------------------------------------------------------------
     async def reserve(self, request: ReservationRequest) -> Reservation:

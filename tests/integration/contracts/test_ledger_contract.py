@@ -9,12 +9,21 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from app.adapters.sql import SqlDatabase, SqlLedger, SqlLedgerAudit
-from app.domain.accounts import ApiKey, LimitReset, NewApiKey, Reservation, ReservationRequest, ReservationStatus
+from app.domain.accounts import (
+    ApiKey,
+    LimitReset,
+    NewApiKey,
+    NewChildKey,
+    Reservation,
+    ReservationRequest,
+    ReservationStatus,
+)
 from app.domain.errors import (
     BalanceLimitExceededError,
     InsufficientBalanceError,
     InvalidApiKeyError,
     KeyExpiredError,
+    NotParentKeyError,
     ReservationNotFoundError,
     ReservationStateError,
 )
@@ -383,6 +392,107 @@ async def test_renew_leases_keeps_active_reservations_from_the_sweeper(backend: 
     assert stored is not None
     assert (stored.status, stored.lease_expires_at) == (ReservationStatus.ACTIVE, later + LEASE)
     assert await backend.ledger.renew_leases([], later) == 0
+
+
+# -- child keys ------------------------------------------------------------------------------------------------------
+async def _child(backend: Backend, parent: ApiKey, fee: int = 0, **kwargs: object) -> ApiKey:
+    child = NewChildKey(key_hash=_hash(), created_at=NOW, **kwargs)  # type: ignore[arg-type]
+    [created] = await backend.ledger.create_child_keys(parent.key_hash, [child], Msat(fee), NOW)
+    return created
+
+
+async def test_create_child_keys_debits_and_journals_fee(backend: Backend) -> None:
+    parent = await _key(backend.ledger, 10_000)
+    children = [NewChildKey(key_hash=_hash(), created_at=NOW) for _ in range(3)]
+
+    created = await backend.ledger.create_child_keys(parent.key_hash, children, Msat(500), NOW)
+
+    assert [c.key_hash for c in created] == [c.key_hash for c in children]
+    assert all(c.parent_key_hash == parent.key_hash and c.balance == Msat(0) for c in created)
+    assert await _balance(backend.ledger, parent) == (8_500, 0)
+    entries = await backend.ledger.entries_for_key(parent.key_hash)
+    assert [(e.kind, e.amount_msat, e.idempotency_key) for e in entries][1:] == [
+        ("child_key_fee", -1_500, f"child_key_fee:{children[0].key_hash}")
+    ]
+    assert await backend.audit.violations() == []
+
+
+async def test_create_child_keys_raises_insufficient_balance_and_creates_nothing_when_fee_exceeds_available(
+    backend: Backend,
+) -> None:
+    parent = await _key(backend.ledger, 1_000)
+    await backend.ledger.reserve(_request(parent, 600))
+    child = NewChildKey(key_hash=_hash(), created_at=NOW)
+
+    with pytest.raises(InsufficientBalanceError) as raised:
+        await backend.ledger.create_child_keys(parent.key_hash, [child], Msat(401), NOW)
+
+    assert raised.value.details == {"required_msat": 401, "available_msat": 400}
+    assert await backend.ledger.get_key(child.key_hash) is None
+    assert await _balance(backend.ledger, parent) == (1_000, 600)
+
+
+async def test_create_child_keys_raises_not_parent_key_when_parent_is_a_child(backend: Backend) -> None:
+    parent = await _key(backend.ledger, 1_000)
+    child = await _child(backend, parent)
+
+    with pytest.raises(NotParentKeyError):
+        await _child(backend, child)
+
+
+async def test_child_reservation_holds_and_settles_on_parent_and_counts_on_child(backend: Backend) -> None:
+    parent = await _key(backend.ledger, 10_000)
+    child = await _child(backend, parent, balance_limit=Msat(5_000))
+
+    reservation = await backend.ledger.reserve(_request(child, 2_000))
+    held_child = await backend.ledger.get_key(child.key_hash)
+    await backend.ledger.settle(reservation.request_id, Msat(1_500), NOW)
+
+    assert (reservation.key_hash, reservation.billing_key_hash) == (child.key_hash, parent.key_hash)
+    assert held_child is not None
+    assert held_child.limit_used == Msat(2_000)
+    assert await _balance(backend.ledger, parent) == (8_500, 0)
+    settled_child = await backend.ledger.get_key(child.key_hash)
+    assert settled_child is not None
+    assert (settled_child.balance, settled_child.reserved) == (Msat(0), Msat(0))
+    assert (settled_child.limit_used, settled_child.total_spent, settled_child.total_requests) == (
+        Msat(1_500),
+        Msat(1_500),
+        1,
+    )
+    assert await backend.audit.violations() == []
+
+
+async def test_child_reservation_raises_balance_limit_exceeded_and_holds_nothing(backend: Backend) -> None:
+    parent = await _key(backend.ledger, 10_000)
+    child = await _child(backend, parent, balance_limit=Msat(1_000))
+    await backend.ledger.reserve(_request(child, 800))
+
+    with pytest.raises(BalanceLimitExceededError):
+        await backend.ledger.reserve(_request(child, 201))
+
+    assert await _balance(backend.ledger, parent) == (10_000, 800)
+
+
+async def test_child_reservation_raises_key_expired_when_child_expired(backend: Backend) -> None:
+    parent = await _key(backend.ledger, 10_000)
+    child = await _child(backend, parent, expires_at=NOW - timedelta(seconds=1))
+
+    with pytest.raises(KeyExpiredError):
+        await backend.ledger.reserve(_request(child, 10))
+
+
+async def test_child_release_gives_limit_back(backend: Backend) -> None:
+    parent = await _key(backend.ledger, 10_000)
+    child = await _child(backend, parent)
+    reservation = await backend.ledger.reserve(_request(child, 700))
+
+    await backend.ledger.release(reservation.request_id, NOW)
+    stored = await backend.ledger.get_key(child.key_hash)
+
+    assert stored is not None
+    assert stored.limit_used == Msat(0)
+    assert await _balance(backend.ledger, parent) == (10_000, 0)
 
 
 # -- concurrency -----------------------------------------------------------------------------------------------------
