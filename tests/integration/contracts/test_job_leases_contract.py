@@ -68,3 +68,67 @@ async def test_acquire_grants_exactly_one_of_many_concurrent_holders(leases: Job
     granted = await asyncio.gather(*(leases.acquire(job, f"h{i}", NOW, NOW + TTL) for i in range(20)))
 
     assert sum(granted) == 1
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+async def two_instances(request: pytest.FixtureRequest) -> AsyncIterator[tuple[JobLeases, JobLeases]]:
+    """Two SqlJobLeases on separate engines (separate connection pools) over one database, like two nodes."""
+    url: str = request.getfixturevalue(f"{request.param}_database_url")
+    first = SqlDatabase.create(url, pool_size=5, max_overflow=5)
+    second = SqlDatabase.create(url, pool_size=5, max_overflow=5)
+    try:
+        yield SqlJobLeases(first), SqlJobLeases(second)
+    finally:
+        await first.dispose()
+        await second.dispose()
+
+
+async def _race(
+    job: str, first: tuple[JobLeases, str], second: tuple[JobLeases, str], now: datetime, rounds: int = 15
+) -> tuple[list[bool], list[bool]]:
+    """`rounds` interleaved acquires by each (instance, holder), all at once; each one's results in order."""
+    attempts = [first, second] * rounds
+    results = await asyncio.gather(*(leases.acquire(job, holder, now, now + TTL) for leases, holder in attempts))
+    return list(results[0::2]), list(results[1::2])
+
+
+async def test_acquire_grants_one_instance_of_two_racing_on_separate_engines(
+    two_instances: tuple[JobLeases, JobLeases],
+) -> None:
+    a, b = two_instances
+    job = _job()
+
+    granted_a, granted_b = await _race(job, (a, "a"), (b, "b"), NOW)
+
+    winners = {holder for holder, granted in (("a", any(granted_a)), ("b", any(granted_b))) if granted}
+    assert len(winners) == 1
+    # The winner renews its own live lease; the loser never gets it.
+    assert (all(granted_a), any(granted_b)) == (True, False) or (any(granted_a), all(granted_b)) == (False, True)
+
+
+async def test_acquire_lets_other_instance_take_lease_only_after_expiry(
+    two_instances: tuple[JobLeases, JobLeases],
+) -> None:
+    a, b = two_instances
+    job = _job()
+    assert await a.acquire(job, "a", NOW, NOW + TTL) is True
+
+    live = await _race(job, (a, "b"), (b, "c"), NOW + TTL - timedelta(seconds=1))
+    after_expiry = await b.acquire(job, "b", NOW + TTL, NOW + 2 * TTL)
+    old_holder = await a.acquire(job, "a", NOW + TTL, NOW + 2 * TTL)
+
+    assert not any(live[0] + live[1])
+    assert (after_expiry, old_holder) == (True, False)
+
+
+async def test_acquire_grants_one_instance_when_both_race_for_an_expired_lease(
+    two_instances: tuple[JobLeases, JobLeases],
+) -> None:
+    a, b = two_instances
+    job = _job()
+    await a.acquire(job, "old", NOW, NOW + TTL)
+
+    granted_a, granted_b = await _race(job, (a, "a"), (b, "b"), NOW + TTL)
+
+    assert any(granted_a) != any(granted_b)
+    assert all(granted_a) or all(granted_b)
