@@ -10,7 +10,14 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, Final, Protocol, TypeVar
 
-from app.domain.accounts import ReservationRequest, Settlement, key_id
+from app.domain.accounts import (
+    ReservationRequest,
+    Settlement,
+    hash_api_key,
+    key_id,
+    looks_like_api_key,
+    normalize_api_key,
+)
 from app.domain.catalog import Catalog, Match, ModelOffer
 from app.domain.errors import (
     DomainError,
@@ -39,7 +46,7 @@ from app.domain.pricing import (
     reservation_amount,
     usd_text,
 )
-from app.domain.services.accounts import AccountService, Caller
+from app.domain.services.accounts import AccountService, bearer_credential
 from app.domain.sse import SseEvent, SseFramer
 from app.domain.upstream import UpstreamRequest, fails_over, forwardable_headers
 from app.domain.usage import Usage, normalize_usage
@@ -124,7 +131,7 @@ class _Call:
     """Mutable state of one request while it runs."""
 
     request: ProxyRequest
-    caller: Caller
+    key_hash: str
     body: dict[str, Any]
     model: str | None
     route: str
@@ -317,10 +324,12 @@ class ProxyService:
             n_images=prompt.images,
             no_output=route == EMBEDDINGS,
         )
-        caller = await self._accounts.authenticate(request.authorization)
+        key_hash = _sk_key_hash(request.authorization)
+        if key_hash is None:  # a Cashu token as key, or a bad credential: the account service decides
+            key_hash = (await self._accounts.authenticate(request.authorization)).key.key_hash
         call = _Call(
             request=request,
-            caller=caller,
+            key_hash=key_hash,
             body=body,
             model=model,
             route=route,
@@ -389,7 +398,7 @@ class ProxyService:
             await self._ledger.reserve(
                 ReservationRequest(
                     request_id=reservation_id,
-                    key_hash=call.caller.key.key_hash,
+                    key_hash=call.key_hash,
                     amount=amount,
                     now=now,
                     lease_expires_at=now + timedelta(seconds=self._timings.lease_seconds),
@@ -736,7 +745,7 @@ class ProxyService:
         self._observer.request_completed(
             CompletedRequest(
                 request_id=call.request.request_id,
-                key_id=key_id(call.caller.key.key_hash),
+                key_id=key_id(call.key_hash),
                 model=call.model,
                 provider=call.upstream.provider_id if call.upstream else None,
                 prompt_tokens=usage.prompt_tokens if usage else 0,
@@ -752,6 +761,16 @@ class ProxyService:
                 failovers=call.failovers,
             )
         )
+
+
+def _sk_key_hash(authorization: str | None) -> str | None:
+    """The hash of a well-formed `Bearer sk-…` key, else None. The key's existence and expiry are checked by the
+    reservation itself (one database round trip instead of two: the ledger raises InvalidApiKeyError and
+    KeyExpiredError)."""
+    credential = bearer_credential(authorization)
+    if credential is None or not looks_like_api_key(credential):
+        return None
+    return hash_api_key(normalize_api_key(credential))
 
 
 def _json_text(payload: object) -> str:
