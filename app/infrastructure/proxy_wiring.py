@@ -190,6 +190,6 @@ async def stop_proxy_jobs(tasks: list[asyncio.Task[None]], services: ProxyServic
     for task in tasks:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
-    await services.proxy.wait_idle(grace_seconds)
+    await services.proxy.shutdown(grace_seconds)
     for close in services.closers:
         await close()

@@ -273,6 +273,7 @@ class ProxyService:
         self._timings = timings
         self._live: set[str] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._streams: dict[int, _Call] = {}
 
     # -- jobs ------------------------------------------------------------------------------------------------------
     @property
@@ -291,9 +292,19 @@ class ProxyService:
         return await self._ledger.sweep_expired(self._clock.now())
 
     async def wait_idle(self, seconds: float) -> None:
-        """Wait (at most `seconds`) for detached settlement tasks, e.g. at shutdown."""
+        """Wait (at most `seconds`) for detached settlement tasks."""
         if self._tasks:
             await asyncio.wait(set(self._tasks), timeout=seconds)
+
+    async def shutdown(self, grace_seconds: float, settle_seconds: float = 10.0) -> None:
+        """Give open streams `grace_seconds` to finish, then cut the rest: each is settled from the usage seen so
+        far, else by estimate (SPEC §3 shutdown), and its client gets the cost chunk."""
+        await self.wait_idle(grace_seconds)
+        loop = asyncio.get_running_loop()
+        for call in list(self._streams.values()):
+            if call.deadline is not None:
+                call.deadline.reschedule(loop.time())
+        await self.wait_idle(settle_seconds)
 
     # -- pipeline --------------------------------------------------------------------------------------------------
     async def handle(self, request: ProxyRequest) -> ProxyReply:
@@ -618,6 +629,7 @@ class ProxyService:
     async def _pump(self, call: _Call, response: UpstreamResponse, queue: "asyncio.Queue[bytes | None]") -> None:
         """The detached upstream reader: relays, holds the usage event, settles once, then ends the stream."""
         status = 200
+        self._streams[id(call)] = call
         try:
             try:
                 async with asyncio.timeout(None) as deadline:
@@ -649,6 +661,7 @@ class ProxyService:
                 self._observe(call, status=500, charged=Msat(0), estimated=False)
             raise
         finally:
+            self._streams.pop(id(call), None)
             if not call.client_gone:
                 await self._emit_end(call, queue)
 

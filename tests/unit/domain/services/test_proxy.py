@@ -45,7 +45,14 @@ class RecordingObserver:
 
 
 class Harness:
-    def __init__(self, upstreams: dict[str, FakeUpstream], *, rate: int | None = RATE, balance: int = 10**7) -> None:
+    def __init__(
+        self,
+        upstreams: dict[str, FakeUpstream],
+        *,
+        rate: int | None = RATE,
+        balance: int = 10**7,
+        timings: ProxyTimings | None = None,
+    ) -> None:
         self.ledger = InMemoryLedger()
         self.clock = FixedClock()
         self.observer = RecordingObserver()
@@ -64,7 +71,7 @@ class Harness:
             rate=lambda: self.rate,
             policy=POLICY,
             observer=self.observer,
-            timings=ProxyTimings(lease_seconds=60, drain_seconds=5, keepalive_seconds=5),
+            timings=timings or ProxyTimings(lease_seconds=60, drain_seconds=5, keepalive_seconds=5),
         )
         self.balance = balance
 
@@ -378,3 +385,35 @@ async def test_renew_leases_extends_only_live_reservations() -> None:
     assert renewed == 1
     assert harness.ledger.reservations["req-1"].status is ReservationStatus.CHARGED
     assert await harness.service.renew_leases() == 0
+
+
+async def test_stream_sends_keepalive_comment_after_silence() -> None:
+    script = ScriptedReply(content_type="text/event-stream", chunks=_sse(CONTENT, USAGE_CHUNK), delay=0.3)
+    timings = ProxyTimings(keepalive_seconds=0.05)
+    harness = Harness({"a": FakeUpstream("a", replies=[script])}, timings=timings)
+    await harness.fund()
+
+    reply = await harness.post(_chat(stream=True))
+    chunks = await _drain(reply.stream)
+
+    assert chunks[0] == b": keepalive\n\n"
+    assert _data(chunks)[-1] == "[DONE]"
+
+
+async def test_shutdown_cuts_open_streams_and_bills_them_by_estimate() -> None:
+    script = ScriptedReply(content_type="text/event-stream", chunks=_sse(*([CONTENT] * 50), USAGE_CHUNK), delay=0.2)
+    harness = Harness({"a": FakeUpstream("a", replies=[script])})
+    await harness.fund()
+
+    reply = await harness.post(_chat(stream=True))
+    assert reply.stream is not None
+    first = await anext(aiter(reply.stream))
+    reader = asyncio.create_task(_drain(reply.stream))
+    await harness.service.shutdown(grace_seconds=0.1, settle_seconds=5)
+    rest = await reader
+
+    data = _data([first, *rest])
+    assert data[-1] == "[DONE]"
+    assert json.loads(data[-2])["usage"]["cost"]["estimated"] is True
+    assert len(harness.ledger.settlements) == 1
+    assert harness.key()[1] == 0

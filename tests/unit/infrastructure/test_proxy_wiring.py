@@ -1,0 +1,69 @@
+"""Proxy wiring: a fixed BTC_USD_PRICE needs no exchange client; providers become adapters of their type."""
+
+import json
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+from app.adapters.providers import OpenAiUpstream, OpenRouterUpstream
+from app.domain.services.proxy import CompletedRequest
+from app.infrastructure.proxy_wiring import build_proxy_services, build_upstreams
+from app.infrastructure.settings import load_settings
+from tests.fakes.clock import FixedClock
+from tests.fakes.ledger import InMemoryLedger
+
+BASE = {"CASHU_MINTS": "http://127.0.0.1:3338", "UPSTREAM_BASE_URL": "http://127.0.0.1:9/v1"}
+
+
+class NullObserver:
+    def request_completed(self, record: CompletedRequest) -> None:
+        del record
+
+
+async def _close(closers: list[Callable[[], Awaitable[None]]]) -> None:
+    for close in closers:
+        await close()
+
+
+async def test_fixed_btc_usd_price_builds_no_exchange_client_and_never_goes_stale() -> None:
+    settings = load_settings({**BASE, "BTC_USD_PRICE": "65000.5"})
+
+    services = build_proxy_services(
+        settings, ledger=InMemoryLedger(), clock=FixedClock(), upstreams={}, observer=NullObserver()
+    )
+
+    assert services.rates.is_fixed
+    assert services.closers == []
+    assert services.rates.current_or_none() == 65_000_500_000
+
+
+async def test_exchange_rate_without_fixed_price_is_stale_until_refreshed() -> None:
+    settings = load_settings(BASE)
+
+    services = build_proxy_services(
+        settings, ledger=InMemoryLedger(), clock=FixedClock(), upstreams={}, observer=NullObserver()
+    )
+
+    assert not services.rates.is_fixed
+    assert services.rates.current_or_none() is None
+    assert len(services.closers) == 1
+    await _close(services.closers)
+
+
+async def test_build_upstreams_makes_one_adapter_per_provider_of_its_type(tmp_path: Path) -> None:
+    path = tmp_path / "providers.json"
+    providers = [
+        {"id": "plain", "type": "openai", "base_url": "http://127.0.0.1:9/v1", "api_key": "k1"},
+        {"id": "or", "type": "openrouter", "base_url": "http://127.0.0.1:10/api/v1", "api_key": "k2"},
+    ]
+    path.write_text(json.dumps({"providers": providers}))
+    settings = load_settings({**BASE, "PROVIDERS_PATH": str(path)})
+    closers: list[Callable[[], Awaitable[None]]] = []
+
+    upstreams = build_upstreams(settings, closers)
+
+    assert isinstance(upstreams["plain"], OpenAiUpstream)
+    assert not upstreams["plain"].trusts_reported_cost
+    assert isinstance(upstreams["or"], OpenRouterUpstream)
+    assert upstreams["or"].trusts_reported_cost
+    assert len(closers) == 2
+    await _close(closers)
