@@ -108,6 +108,12 @@ class Ledger(Protocol):
         """Move active reservations whose lease passed to `expired` and free their holds. Returns the count."""
         ...
 
+    async def reset_due_limits(self, now: datetime) -> int:
+        """The limit-reset job: zero `limit_used` of every key whose reset boundary passed at `now` and move the
+        boundary to the next one (UTC day, Monday or 1st of the month). Idempotent. Returns how many were reset.
+        `reserve` applies a due reset too, so this only keeps what the key shows current."""
+        ...
+
     async def get_reservation(self, request_id: str) -> Reservation | None:
         """The reservation, or None."""
         ...

@@ -272,6 +272,16 @@ class InMemoryLedger:
         due = [r.request_id for r in self.reservations.values() if r.status is _S.ACTIVE and r.lease_expires_at <= now]
         return sum(self._end_hold(request_id, now, _S.EXPIRED) for request_id in due)
 
+    async def reset_due_limits(self, now: datetime) -> int:
+        self._enter("reset_due_limits", now)
+        due = [k for k in self.keys.values() if limit_reset_due(k, now) and k.balance_limit_reset is not None]
+        for key in due:
+            assert key.balance_limit_reset is not None
+            self.keys[key.key_hash] = dataclasses.replace(
+                key, limit_used=Msat(0), limit_reset_at=next_limit_reset(key.balance_limit_reset, now)
+            )
+        return len(due)
+
     def _end_hold(self, request_id: str, now: datetime, target: ReservationStatus) -> bool:
         reservation = self.reservations.get(request_id)
         if reservation is None or reservation.status is not _S.ACTIVE:

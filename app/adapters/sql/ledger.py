@@ -447,6 +447,18 @@ class SqlLedger:
                 swept += await self._end_hold(conn, request_id, now, target=_S.EXPIRED, lease_before=now)
         return swept
 
+    async def reset_due_limits(self, now: datetime) -> int:
+        reset = 0
+        async with self._db.begin() as conn:
+            for period in LimitReset:  # one conditional UPDATE per period: each has its own next boundary
+                result = await conn.execute(
+                    update(keys_t)
+                    .where(KEYS.balance_limit_reset == period.value, KEYS.limit_reset_at <= now)
+                    .values(limit_used_msat=0, limit_reset_at=next_limit_reset(period, now))
+                )
+                reset += int(result.rowcount)
+        return reset
+
     async def _end_hold(
         self,
         conn: AsyncConnection,

@@ -394,6 +394,25 @@ async def test_renew_leases_keeps_active_reservations_from_the_sweeper(backend: 
     assert await backend.ledger.renew_leases([], later) == 0
 
 
+async def test_reset_due_limits_zeroes_limit_used_after_boundary_only(backend: Backend) -> None:
+    key = await _key(backend.ledger, 10_000, balance_limit=Msat(1_000), balance_limit_reset=LimitReset.WEEKLY)
+    reservation = await backend.ledger.reserve(_request(key, 600))
+    await backend.ledger.settle(reservation.request_id, Msat(600), NOW)
+    monday = datetime(2026, 5, 11, tzinfo=UTC)  # NOW is Monday 2026-05-04 12:00; the boundary is a week later
+
+    early = await backend.ledger.reset_due_limits(monday - timedelta(seconds=1))
+    before = await backend.ledger.get_key(key.key_hash)
+    due = await backend.ledger.reset_due_limits(monday)
+    after = await backend.ledger.get_key(key.key_hash)
+
+    assert before is not None
+    assert after is not None
+    assert before.limit_used == Msat(600)
+    assert due >= 1  # the PostgreSQL database is shared by the test run
+    assert (after.limit_used, after.limit_reset_at) == (Msat(0), datetime(2026, 5, 18, tzinfo=UTC))
+    assert early == 0 or backend.name == "postgres"
+
+
 # -- child keys ------------------------------------------------------------------------------------------------------
 async def _child(backend: Backend, parent: ApiKey, fee: int = 0, **kwargs: object) -> ApiKey:
     child = NewChildKey(key_hash=_hash(), created_at=NOW, **kwargs)  # type: ignore[arg-type]
@@ -514,4 +533,24 @@ async def test_concurrent_reservations_from_two_engines_never_exceed_balance(bac
     assert reserved <= balance
     assert len(successes) * amount == reserved
     assert len(successes) == 73
+    assert await backend.audit.violations() == []
+
+
+async def test_settle_racing_sweeper_on_two_engines_charges_each_request_exactly_once(backend: Backend) -> None:
+    key = await _key(backend.ledger, 100_000)
+    reservations = [await backend.ledger.reserve(_request(key, 1_000)) for _ in range(30)]
+    other = await backend.second_engine()
+    later = NOW + LEASE + timedelta(seconds=1)
+
+    async def settle(reservation: Reservation) -> None:
+        await backend.ledger.settle(reservation.request_id, Msat(1_200), later)
+
+    await asyncio.gather(*(settle(r) for r in reservations), other.sweep_expired(later), other.sweep_expired(later))
+
+    for reservation in reservations:
+        stored = await backend.ledger.get_reservation(reservation.request_id)
+        assert stored is not None
+        assert stored.status is ReservationStatus.CHARGED
+        assert stored.charged == Msat(1_200)
+    assert await _balance(backend.ledger, key) == (100_000 - 30 * 1_200, 0)
     assert await backend.audit.violations() == []
