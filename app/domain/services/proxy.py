@@ -156,6 +156,7 @@ class _Call:
     held_usage: dict[str, Any] | None = None
     held_typed: tuple[str, dict[str, Any]] | None = None
     client_gone: bool = False
+    settling: bool = False
     deadline: asyncio.Timeout | None = None
     stream_error: DomainError | None = None
 
@@ -356,7 +357,7 @@ class ProxyService:
         try:
             return await self._forward(call, ordered)
         except BaseException:
-            if call.reservation_id:
+            if call.reservation_id and not call.settling:
                 await self._detached(self._release(call))
             raise
 
@@ -524,10 +525,13 @@ class ProxyService:
         return breakdown, usage, estimated
 
     async def _settle(self, call: _Call, usage: Usage | None) -> tuple[CostBreakdown, Usage, bool, Settlement]:
+        call.settling = True  # from here on the hold is charged, never released
         breakdown, usage, estimated = self._breakdown(call, usage)
         reservation_id = call.reservation_id
-        settlement = await self._ledger.settle(reservation_id, breakdown.total, self._clock.now())
-        self._live.discard(reservation_id)
+        try:
+            settlement = await self._ledger.settle(reservation_id, breakdown.total, self._clock.now())
+        finally:
+            self._live.discard(reservation_id)  # on failure the lease runs out and the sweeper frees the hold
         call.reservation_id = ""
         if settlement.collected != breakdown.total:
             breakdown = breakdown.with_total(settlement.collected)
@@ -656,9 +660,9 @@ class ProxyService:
                 await self._emit(call, queue, tail)
             self._observe(call, status=status, charged=breakdown.total, estimated=estimated, usage=usage)
         except BaseException:
-            if call.reservation_id:
+            if call.reservation_id and not call.settling:
                 await self._release(call)
-                self._observe(call, status=500, charged=Msat(0), estimated=False)
+            self._observe(call, status=500, charged=Msat(0), estimated=False)
             raise
         finally:
             self._streams.pop(id(call), None)

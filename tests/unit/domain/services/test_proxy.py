@@ -13,6 +13,7 @@ from app.domain.errors import (
     InvalidJsonError,
     ModelNotFoundError,
     PriceUnavailableError,
+    StorageUnavailableError,
     UpstreamError,
     UpstreamRateLimitedError,
     UpstreamTimeoutError,
@@ -25,7 +26,7 @@ from app.domain.upstream import UpstreamRequest
 from app.domain.usage import Usage
 from tests.fakes.clock import FixedClock
 from tests.fakes.ledger import InMemoryLedger
-from tests.fakes.upstream import FakeUpstream, ScriptedReply
+from tests.fakes.upstream import FakeUpstream, FakeUpstreamResponse, ScriptedReply
 
 KEY = "sk-" + "ab" * 32
 RATE = 100_000 * 10**6
@@ -417,3 +418,25 @@ async def test_shutdown_cuts_open_streams_and_bills_them_by_estimate() -> None:
     assert json.loads(data[-2])["usage"]["cost"]["estimated"] is True
     assert len(harness.ledger.settlements) == 1
     assert harness.key()[1] == 0
+
+
+async def test_failed_settlement_leaves_the_hold_to_the_sweeper_and_stops_renewing_it() -> None:
+    ledgers: list[InMemoryLedger] = []
+
+    class FailingSettleUpstream(FakeUpstream):
+        async def send(self, request: UpstreamRequest) -> FakeUpstreamResponse:
+            ledgers[0].fail_next = StorageUnavailableError("database down")
+            return await super().send(request)
+
+    harness = Harness({"a": FailingSettleUpstream("a", replies=[_json_reply({"choices": [], "usage": USAGE})])})
+    ledgers.append(harness.ledger)
+    await harness.fund()
+
+    with pytest.raises(StorageUnavailableError):
+        await harness.post(_chat())
+
+    assert harness.ledger.reservations["req-1"].status is ReservationStatus.ACTIVE
+    assert harness.service.live_request_ids == frozenset()
+    harness.clock.advance(61)
+    assert await harness.service.sweep() == 1
+    assert harness.key() == (10**7, 0)
