@@ -20,10 +20,13 @@ from app.domain.accounts import (
 )
 from app.domain.catalog import Catalog, Match, ModelOffer
 from app.domain.errors import (
+    BalanceLimitExceededError,
     DomainError,
     InsufficientBalanceError,
+    InvalidApiKeyError,
     InvalidJsonError,
     InvalidRequestError,
+    KeyExpiredError,
     ModelNotFoundError,
     PriceUnavailableError,
     RequestTooLargeError,
@@ -157,6 +160,7 @@ class _Call:
     held_typed: tuple[str, dict[str, Any]] | None = None
     client_gone: bool = False
     settling: bool = False
+    observed: bool = False
     deadline: asyncio.Timeout | None = None
     stream_error: DomainError | None = None
 
@@ -356,9 +360,11 @@ class ProxyService:
         ordered = self._order(matches, call)
         try:
             return await self._forward(call, ordered)
-        except BaseException:
+        except BaseException as exc:
             if call.reservation_id and not call.settling:
                 await self._detached(self._release(call))
+            if not call.observed:
+                self._observe(call, status=_refusal_status(exc), charged=Msat(0), estimated=False)
             raise
 
     def _candidates(self, model: str | None) -> list[Match]:
@@ -759,6 +765,7 @@ class ProxyService:
 
     # -- logging ---------------------------------------------------------------------------------------------------
     def _observe(self, call: _Call, *, status: int, charged: Msat, estimated: bool, usage: Usage | None = None) -> None:
+        call.observed = True
         self._observer.request_completed(
             CompletedRequest(
                 request_id=call.request.request_id,
@@ -818,6 +825,19 @@ def _upstream_failure(response: UpstreamResponse) -> DomainError:
     if response.status == 408:  # noqa: PLR2004
         return UpstreamError("The upstream timed out the request")
     return UpstreamError(f"The upstream answered {response.status}")
+
+
+def _refusal_status(error: BaseException) -> int:
+    """The status a request refused after its credential was read ends with, for the log line."""
+    if isinstance(error, InsufficientBalanceError | BalanceLimitExceededError):
+        return 402
+    if isinstance(error, KeyExpiredError):
+        return 403
+    if isinstance(error, InvalidApiKeyError):
+        return 401
+    if isinstance(error, UpstreamError | UpstreamTimeoutError | UpstreamRateLimitedError):
+        return _status_of(error)
+    return 499 if isinstance(error, asyncio.CancelledError) else 500
 
 
 def _status_of(error: DomainError | None) -> int:

@@ -183,6 +183,7 @@ async def test_handle_raises_insufficient_balance_with_required_available_and_mo
         await harness.post(_chat())
 
     details = caught.value.details or {}
+    assert [(r.status, r.charged_msat) for r in harness.observer.records] == [(402, 0)]
     assert details["available_msat"] == 3
     assert details["model"] == "vendor/model-a"
     assert int(str(details["required_msat"])) > 3
