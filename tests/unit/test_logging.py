@@ -8,8 +8,8 @@ import structlog
 
 from app.infrastructure.logging import configure_logging, redact_secrets
 
-TOKEN_A = "cashuAeyJ0b2tlbiI6W3sibWludCI6Imh0dHA6Ly9sb2NhbGhvc3QiLCJwcm9vZnMiOltdfV19"
-TOKEN_B = "cashuBo2FteBtodHRwczovL21pbnQuZXhhbXBsZS5jb21hdWNzYXQ"
+TOKEN_A = "cashuAeyJ0b2tlbiI6W3sibWludCI6Imh0dHA6Ly9sb2NhbGhvc3QiLCJwcm9vZnMiOltdfV19"  # noqa: S105 - test data, not a credential
+TOKEN_B = "cashuBo2FteBtodHRwczovL21pbnQuZXhhbXBsZS5jb21hdWNzYXQ"  # noqa: S105 - test data, not a credential
 KEY = "sk-" + "ab12" * 16
 NSEC = "nsec1vl029mgpspedva04g90vltkh6fvh240zqtv9k0t9af8935ke9laqsnlfe5"
 
