@@ -199,7 +199,7 @@ class SqlWallet:
                     PROOFS.id.not_in(list(locked) + list(skipped)),
                 )
             )
-            choice = select_proofs(dict(rows.tuples()), need)
+            choice = select_proofs({int(r[0]): int(r[1]) for r in rows}, need)
             if choice is None:
                 break
             got = await conn.execute(
