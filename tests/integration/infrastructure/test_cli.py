@@ -1,9 +1,11 @@
 """The `routstr` command run as a real subprocess against a temporary SQLite database."""
 
 import hashlib
+import sqlite3
 import subprocess
 import sys
 import time
+from contextlib import closing
 from pathlib import Path
 
 import httpx
@@ -116,17 +118,9 @@ def test_audit_exits_0_when_invariants_hold(db_url: str) -> None:
 def test_audit_exits_1_when_balance_differs_from_journal(db_url: str, audited_urls: list[str]) -> None:
     _routstr(_env(db_url), "keys", "create", "--balance-sat", "3")
     audited_urls.remove(db_url)  # this test corrupts the database on purpose
-    path = db_url.removeprefix("sqlite+aiosqlite:///")
-    subprocess.run(  # noqa: S603 - stdlib sqlite3 on our own temp file
-        [
-            sys.executable,
-            "-c",
-            f"import sqlite3; c = sqlite3.connect({path!r}); "  # noqa: S608 - fixed statement, our temp file
-            "c.execute('UPDATE api_keys SET balance_msat = balance_msat + 1'); c.commit()",
-        ],
-        check=True,
-        timeout=30,
-    )
+    with closing(sqlite3.connect(db_url.removeprefix("sqlite+aiosqlite:///"))) as db:
+        db.execute("UPDATE api_keys SET balance_msat = balance_msat + 1")
+        db.commit()
 
     result = _routstr(_env(db_url), "audit")
 
@@ -181,3 +175,18 @@ def _poll_health(port: int, server: subprocess.Popen[str]) -> int | None:
             return 200
         time.sleep(0.2)
     return None
+
+
+def test_serve_exits_1_and_stamps_nothing_when_migration_fails(tmp_path: Path) -> None:
+    path = tmp_path / "broken.db"
+    with closing(sqlite3.connect(path)) as db:  # a conflicting table makes the initial revision fail midway
+        db.execute("CREATE TABLE reservations (x)")
+    env = _env(f"sqlite+aiosqlite:///{path}", HOST="127.0.0.1", PORT=str(free_port()))
+
+    result = _routstr(env, "serve")
+
+    assert result.returncode == 1
+    assert "migration failed" in result.stderr
+    with closing(sqlite3.connect(path)) as db:
+        tables = [row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+    assert tables == ["reservations"]
