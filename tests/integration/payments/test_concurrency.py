@@ -3,7 +3,7 @@
 import asyncio
 import dataclasses
 from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack
+from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
 import httpx
@@ -45,6 +45,7 @@ async def _instances(settings: Settings, count: int, stack: AsyncExitStack) -> l
     return clients
 
 
+@asynccontextmanager
 async def _served(settings: Settings, transport: httpx.AsyncBaseTransport) -> AsyncIterator[AsyncTestClient[Any]]:
     adapters = build_adapters(settings)
     mint_client = httpx.AsyncClient(transport=transport, timeout=10)
@@ -79,7 +80,7 @@ async def test_dropped_swap_reply_is_reconciled_and_a_retry_credits_once(
     token = await new_token(wallet, 30)
     transport = DropFirstSwapReply()
 
-    async for node in _served(settings, transport):
+    async with _served(settings, transport) as node:
         first = await node.post("/v1/balance/create", json={"cashu_token": token})
         retry = await node.post("/v1/balance/create", json={"cashu_token": token})
 
