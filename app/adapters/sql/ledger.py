@@ -25,7 +25,6 @@ from app.domain.balance import (
     check_limit,
     check_not_expired,
     check_reservable,
-    limit_used_after_settle,
     next_limit_reset,
     settlement_amounts,
     tracks_limit,
@@ -383,13 +382,15 @@ class SqlLedger:
                 )
             )
         if user is not None and tracks_limit(user):
-            used = limit_used_after_settle(
-                status=reservation.status,
-                limit_used=user.limit_used,
-                hold=reservation.amount,
-                collected=amounts.collected,
+            # Relative to the locked row, not to `user` as read above: concurrent settlements of one child compose.
+            # Same rule as balance.limit_used_after_settle: an expired hold's R was already given back.
+            collected = amounts.collected.value
+            used = (
+                _floored_minus(KEYS.limit_used_msat + collected, reservation.amount.value)
+                if reservation.status is _S.ACTIVE
+                else KEYS.limit_used_msat + collected
             )
-            await conn.execute(update(keys_t).where(KEYS.key_hash == user.key_hash).values(limit_used_msat=used.value))
+            await conn.execute(update(keys_t).where(KEYS.key_hash == user.key_hash).values(limit_used_msat=used))
         meta = {
             "requested_msat": charge.value,
             "shortfall_msat": amounts.shortfall.value,

@@ -554,3 +554,17 @@ async def test_settle_racing_sweeper_on_two_engines_charges_each_request_exactly
         assert stored.charged == Msat(1_200)
     assert await _balance(backend.ledger, key) == (100_000 - 30 * 1_200, 0)
     assert await backend.audit.violations() == []
+
+
+async def test_concurrent_child_settlements_on_two_engines_keep_limit_used_exact(backend: Backend) -> None:
+    parent = await _key(backend.ledger, 100_000)
+    child = await _child(backend, parent, balance_limit=Msat(50_000))
+    reservations = [await backend.ledger.reserve(_request(child, 1_000)) for _ in range(20)]
+    ledgers = [backend.ledger, await backend.second_engine()]
+
+    await asyncio.gather(*(ledgers[i % 2].settle(r.request_id, Msat(700), NOW) for i, r in enumerate(reservations)))
+
+    stored = await backend.ledger.get_key(child.key_hash)
+    assert stored is not None
+    assert (stored.limit_used, stored.total_spent, stored.total_requests) == (Msat(14_000), Msat(14_000), 20)
+    assert await _balance(backend.ledger, parent) == (100_000 - 14_000, 0)
