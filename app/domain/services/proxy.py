@@ -3,6 +3,7 @@
 import asyncio
 import contextlib
 import json
+import re
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Coroutine, Mapping, Sequence
@@ -181,6 +182,21 @@ def _decode(body: bytes) -> dict[str, Any]:
     return parsed
 
 
+_MULTIPART_MODEL: Final = re.compile(rb'name="model"\r\n(?:[^\r\n]+\r\n)*\r\n([^\r\n]*)\r\n')
+
+
+def _is_multipart(headers: Sequence[tuple[str, str]]) -> bool:
+    return any(k.lower() == "content-type" and v.lower().startswith("multipart/form-data") for k, v in headers)
+
+
+def multipart_model(body: bytes) -> tuple[str, tuple[int, int]] | None:
+    """The `model` field of a multipart/form-data body and its byte span, or None (SPEC §8.1)."""
+    match = _MULTIPART_MODEL.search(body)
+    if match is None:
+        return None
+    return match.group(1).decode("utf-8", errors="replace"), match.span(1)
+
+
 def _encode(payload: object) -> bytes:
     return json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
 
@@ -319,7 +335,8 @@ class ProxyService:
         if len(request.body) > MAX_BODY_BYTES:
             msg = "The request body exceeds 25 MiB"
             raise RequestTooLargeError(msg)
-        body = _decode(request.body)
+        multipart = multipart_model(request.body) if _is_multipart(request.headers) else None
+        body = {"model": multipart[0]} if multipart else _decode(request.body)
         route = request.path if request.path.startswith("/") else "/" + request.path
         model = body.get("model")
         if model is not None and not isinstance(model, str):
@@ -493,6 +510,12 @@ class ProxyService:
                 }
                 changed = True
         raw = _encode(body) if changed else call.request.body
+        if _is_multipart(call.request.headers):
+            raw = call.request.body  # forwarded as sent; only a differing upstream model id is swapped in
+            found = multipart_model(raw)
+            if found is not None and offer is not None and found[0] != offer.upstream_id:
+                start, end = found[1]
+                raw = raw[:start] + offer.upstream_id.encode() + raw[end:]
         return UpstreamRequest(path=call.route, body=raw, headers=forwardable_headers(call.request.headers))
 
     async def _client_error(self, call: _Call, response: UpstreamResponse) -> ProxyReply:
@@ -518,11 +541,12 @@ class ProxyService:
         if usage is None:
             usage = estimated_usage(call.prompt, call.generated_bytes)
         if call.route not in PRICED_ROUTES or (call.pricing is None and not call.policy.fixed_mode):
+            # passthrough: the usage cost when reported, else the per-request price (exact, not an estimate)
             breakdown = passthrough_charge(None if estimated else usage, call.pricing, call.policy, call.rate)
             floor = per_request_msat(call.pricing, call.policy, call.rate)
             if breakdown.total < floor:
                 breakdown = breakdown.with_total(floor)
-            return breakdown, usage, estimated
+            return breakdown, usage, False
         pricing = call.pricing or ModelPricing.unpriced()
         trust = call.upstream.trusts_reported_cost if call.upstream else False
         breakdown = charge_for(

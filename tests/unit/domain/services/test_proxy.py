@@ -441,3 +441,36 @@ async def test_failed_settlement_leaves_the_hold_to_the_sweeper_and_stops_renewi
     harness.clock.advance(61)
     assert await harness.service.sweep() == 1
     assert harness.key() == (10**7, 0)
+
+
+def _multipart(model: str) -> bytes:
+    return (
+        b"--XyZ\r\n"
+        b'Content-Disposition: form-data; name="model"\r\n\r\n' + model.encode() + b"\r\n"
+        b"--XyZ\r\n"
+        b'Content-Disposition: form-data; name="file"; filename="a.wav"\r\nContent-Type: audio/wav\r\n\r\n'
+        b"RIFF....\r\n--XyZ--\r\n"
+    )
+
+
+async def test_multipart_passthrough_uses_its_model_field_and_bills_the_per_request_price() -> None:
+    upstream = FakeUpstream("a", replies=[_json_reply({"text": "transcribed"})])
+    harness = Harness({"a": upstream})
+    await harness.fund()
+    request = ProxyRequest(
+        path="/audio/transcriptions",
+        body=_multipart("vendor/model-a"),
+        headers=[("content-type", "multipart/form-data; boundary=XyZ")],
+        authorization=f"Bearer {KEY}",
+        request_id="req-1",
+    )
+
+    reply = await harness.service.handle(request)
+
+    sent = upstream.requests[0]
+    assert b'name="model"\r\n\r\na-model\r\n' in sent.body
+    assert sent.body.endswith(b"RIFF....\r\n--XyZ--\r\n")
+    assert sent.headers == (("content-type", "multipart/form-data; boundary=XyZ"),)
+    assert reply.headers["x-routstr-cost-msats"] == "1000"
+    assert json.loads(reply.body)["usage"]["cost"]["estimated"] is False
+    assert harness.key() == (10**7 - 1000, 0)
