@@ -43,3 +43,31 @@ def test_chat_completion_stream_ends_with_cost_chunk_before_done(
     cost = extra(last.usage)["cost"]
     assert before - probe.key(funded_key).balance.value == cost["total_msats"] > 0
     assert echo.received[-1].body.count(b'"include_usage":true') == 1
+
+
+def test_legacy_completions_stream_is_billed_from_injected_usage(
+    client: openai.OpenAI, probe: LedgerProbe, funded_key: str
+) -> None:
+    before = probe.key(funded_key).balance.value
+
+    chunks = list(client.completions.create(model="echo/echo-1", prompt="complete these words", stream=True))
+
+    text = "".join(c.choices[0].text for c in chunks if c.choices)
+    assert text == "complete these words"
+    usage = chunks[-1].usage
+    assert usage is not None
+    assert extra(usage)["cost"]["estimated"] is False
+    assert before - probe.key(funded_key).balance.value == extra(usage)["cost"]["total_msats"] > 0
+
+
+def test_responses_non_streamed_carries_cost_in_usage(
+    client: openai.OpenAI, probe: LedgerProbe, funded_key: str
+) -> None:
+    before = probe.key(funded_key).balance.value
+
+    response = client.responses.create(model="echo/echo-1", input="respond to me")
+
+    assert response.output_text == "respond to me"
+    assert response.usage is not None
+    cost = extra(response.usage)["cost"]
+    assert before - probe.key(funded_key).balance.value == cost["total_msats"] > 0
