@@ -32,7 +32,6 @@ entries_t = metadata.tables["ledger_entries"]
 ENTRIES = entries_t.c
 
 _P = WalletProofState
-PICK_ATTEMPTS: Final = 8
 STALE_PREFIX: Final = "stale:"
 
 
@@ -187,10 +186,8 @@ class SqlWallet:
         """Lock unspent proofs worth at least the amount; proofs another transaction holds are skipped, not awaited."""
         locked: dict[int, RowMapping] = {}
         skipped: set[int] = set()
-        for _ in range(PICK_ATTEMPTS):
-            need = request.amount - sum(r["amount"] for r in locked.values())
-            if need <= 0:
-                break
+        # Each round locks or skips at least one candidate, so this ends: covered, or no candidates left.
+        while (need := request.amount - sum(r["amount"] for r in locked.values())) > 0:
             rows = await conn.execute(
                 select(PROOFS.id, PROOFS.amount).where(
                     PROOFS.mint_url == request.mint_url,
