@@ -114,6 +114,7 @@ def node_env(database_url: str, upstream_port: int, port: int) -> dict[str, str]
         "HOST": HOST,
         "PORT": str(port),
         "WORKERS": "1",
+        **({"PYTHONPATH": os.environ["PYTHONPATH"]} if "PYTHONPATH" in os.environ else {}),  # noqa: TID251
     }
 
 
@@ -240,18 +241,27 @@ async def warm(server: Server, seconds: float) -> int:
     return good
 
 
-async def rss_probe(node: Server, count: int, hold_ms: int) -> dict[str, Any]:
-    """Node RSS delta while `count` slow streams are open (each has received its first event), per stream."""
+def release_streams(upstream_port: int) -> None:
+    httpx.get(f"http://{HOST}:{upstream_port}/bench/release", timeout=10).raise_for_status()
+
+
+async def rss_probe(node: Server, upstream_port: int, count: int, hold_ms: int) -> dict[str, Any]:
+    """Node RSS delta while `count` slow streams are open through it (each has received its first event and the
+    upstream holds the rest until released), divided by `count`."""
     target = Target(HOST, node.port, CHAT_PATH, chat_body(stream=True, hold_ms=hold_ms), node.authorization)
-    warmup = await open_streams(target, 16, first_event_seconds=30)  # touch the slow-stream code paths once
+    warmup = await open_streams(target, 16, first_event_seconds=60)  # touch the slow-stream code paths once
+    release_streams(upstream_port)
     await asyncio.gather(*warmup.finishers, return_exceptions=True)
     for writer in warmup.writers:
         writer.close()
     await asyncio.sleep(0.5)
     before = rss_kb(node.pid)
-    opened = await open_streams(target, count, first_event_seconds=60)
+    started = time.perf_counter()
+    opened = await open_streams(target, count, first_event_seconds=hold_ms / 1000)
+    open_seconds = time.perf_counter() - started
     await asyncio.sleep(0.5)
     during = rss_kb(node.pid)
+    release_streams(upstream_port)
     finished = await asyncio.gather(*opened.finishers, return_exceptions=True)
     for writer in opened.writers:
         writer.close()
@@ -259,6 +269,7 @@ async def rss_probe(node: Server, count: int, hold_ms: int) -> dict[str, Any]:
     return {
         "streams": count,
         "open_failed": opened.failed,
+        "seconds_to_open_all": round(open_seconds, 2),
         "completed_ok": len(ok),
         "rss_before_kb": before,
         "rss_open_kb": during,
@@ -422,11 +433,12 @@ async def sqlite_grid(args: argparse.Namespace, workdir: Path, rows: list[Row], 
             charged = sum(r.charged_msat for r in node_rows)
             report["billing_sqlite"] = check_billing("sqlite", before, after, charged, successes)
             if args.streams:
-                rss = await rss_probe(node, args.streams, args.hold_ms)
+                rss = await rss_probe(node, upstream_port, args.streams, args.hold_ms)
                 say(
                     f"RSS probe: {rss['streams']} open streams, node RSS {rss['rss_before_kb']} -> "
                     f"{rss['rss_open_kb']} KB ({rss['rss_per_stream_kb']:.1f} KB/stream); "
-                    f"{rss['completed_ok']} completed, {rss['open_failed']} failed to open"
+                    f"opened in {rss['seconds_to_open_all']} s; "
+                    f"{rss['completed_ok']} completed, {rss['open_failed']} failed"
                 )
                 report["rss"] = rss
         if args.postgres:
@@ -509,7 +521,7 @@ def main() -> int:
     parser.add_argument("--max-requests", type=int, default=50_000, help="cap per measured cell")
     parser.add_argument("--warmup", type=float, default=2.0, help="seconds of warm-up per server and mode")
     parser.add_argument("--streams", type=int, default=200, help="slow streams held open for the RSS probe (0: skip)")
-    parser.add_argument("--hold-ms", type=int, default=5000, help="how long the upstream holds each slow stream")
+    parser.add_argument("--hold-ms", type=int, default=60000, help="longest the upstream holds a slow stream")
     parser.add_argument("--no-postgres", dest="postgres", action="store_false", help="skip the PostgreSQL cells")
     args = parser.parse_args()
     try:

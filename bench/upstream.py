@@ -7,7 +7,7 @@ It serves what the node needs and nothing else, so the "direct" baseline measure
   eight content chunks, a finish chunk, a usage chunk when `stream_options.include_usage`, and `[DONE]`.
 
 Slow streams for the memory probe: a body field `"bench": {"hold_ms": 20000}` sends the first chunk, then waits
-`hold_ms` before the rest. Run it as `python -m bench.upstream --port 9100`.
+`hold_ms` (or until `GET /bench/release`) before the rest. Run it as `python -m bench.upstream --port 9100`.
 """
 
 import argparse
@@ -144,8 +144,8 @@ class UpstreamProtocol(asyncio.Protocol):
         transport = self._transport
         assert transport is not None
         route = path.split("?", 1)[0].removeprefix("/v1")
-        if method == "GET" and route.rstrip("/") == "/models":
-            transport.write(MODELS_RESPONSE)
+        if method == "GET":
+            transport.write(_get(route))
             return True
         if method != "POST" or route != "/chat/completions":
             transport.write(NOT_FOUND)
@@ -176,7 +176,8 @@ class UpstreamProtocol(asyncio.Protocol):
         if transport is None:
             return
         transport.write(STREAM_HEAD + _chunk(events[0]))
-        await asyncio.sleep(hold)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(_RELEASE[0].wait(), hold)
         if self._transport is None:
             return
         transport.write(b"".join(_chunk(e) for e in events[1:]) + b"0\r\n\r\n")
@@ -184,10 +185,27 @@ class UpstreamProtocol(asyncio.Protocol):
         self._drain()
 
 
+def _get(route: str) -> bytes:
+    if route.rstrip("/") == "/models":
+        return MODELS_RESPONSE
+    if route == "/bench/release":
+        _release_held_streams()
+        return _response("200 OK", b"application/json", b"{}")
+    return NOT_FOUND
+
+
 _TASKS: set[asyncio.Task[None]] = set()
+_RELEASE: list[asyncio.Event] = []  # the current gate of held slow streams
+
+
+def _release_held_streams() -> None:
+    """Let every held slow stream finish now; later ones wait on a fresh gate."""
+    _RELEASE[0].set()
+    _RELEASE[0] = asyncio.Event()
 
 
 async def serve(host: str, port: int) -> None:
+    _RELEASE[:] = [asyncio.Event()]
     loop = asyncio.get_running_loop()
     server = await loop.create_server(UpstreamProtocol, host, port, backlog=1024, reuse_address=True)
     async with server:
