@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from typing import TypeVar
 
 import msgspec
+import structlog
 from litestar import Controller, get, post, route
 from litestar.di import NamedDependency, Provide
 from litestar.params import FromQuery, RawBody
@@ -27,6 +28,8 @@ from app.domain.services.accounts import Caller
 from app.domain.services.payments import BalanceService
 from app.domain.services.refunds import RefundService
 from app.domain.wallet import KeyTerms
+
+log: structlog.typing.FilteringBoundLogger = structlog.get_logger(__name__)
 
 BodyT = TypeVar("BodyT", BalanceCreateRequest, TopupRequest)
 
@@ -73,6 +76,7 @@ class BalanceController(Controller):
         data = _decode(body, BalanceCreateRequest)
         token = initial_balance_token or (data and (data.initial_balance_token or data.cashu_token)) or ""
         created = await balances.create(token, _terms(data))
+        log.info("token_redeemed", key_id=created.key.key_id, balance_msat=created.key.balance.value, route="create")
         return CreateKeyResponse.from_domain(created)
 
     @post("/topup", status_code=200)
@@ -86,13 +90,18 @@ class BalanceController(Controller):
         data = _decode(body, TopupRequest)
         token = cashu_token or (data and data.cashu_token) or ""
         credited = await balances.topup(caller.key, token)
+        log.info("token_redeemed", key_id=caller.key.key_id, credited_msat=credited.value, route="topup")
         return TopupResponse(credited_msat=credited.value)
 
     @post("/refund", status_code=200)
     async def refund(
         self, caller: NamedDependency[Caller], refunds: NamedDependency[RefundService]
     ) -> RefundTokenResponse:
-        return RefundTokenResponse.from_domain(await refunds.refund(caller.key))
+        refund = await refunds.refund(caller.key)
+        log.info(
+            "refund_issued", key_id=caller.key.key_id, amount=refund.amount, unit=refund.unit, repeated=refund.repeated
+        )
+        return RefundTokenResponse.from_domain(refund)
 
 
 class WalletAliasController(BalanceController):
