@@ -1,19 +1,20 @@
 # syntax=docker/dockerfile:1
 # Build stage: install the pinned dependencies and the app into a virtualenv.
 FROM python:3.11-slim AS build
-WORKDIR /src
+WORKDIR /app
 RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 COPY requirements.lock pyproject.toml ./
 COPY app ./app
 COPY migrations ./migrations
-RUN pip install --no-cache-dir -c requirements.lock .
+# Editable install at /app: the migrations/ directory stays beside the code, where `routstr migrate` finds it.
+RUN pip install --no-cache-dir -c requirements.lock -e .
 
-# Runtime stage: only the virtualenv and the migrations, run as an unprivileged user.
+# Runtime stage: the virtualenv and the source tree it points at, run as an unprivileged user.
 FROM python:3.11-slim
 RUN useradd --system --create-home --uid 10001 routstr
 COPY --from=build /opt/venv /opt/venv
-COPY --chown=routstr:routstr migrations /app/migrations
+COPY --from=build /app /app
 WORKDIR /app
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
