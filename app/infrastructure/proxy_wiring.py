@@ -10,7 +10,7 @@ from litestar.di import Provide
 
 from app.adapters.catalog import configured_providers, static_offers
 from app.adapters.prices import build_price_sources, make_price_client
-from app.adapters.providers import OpenAiUpstream, OpenRouterUpstream, make_upstream_client
+from app.adapters.providers import AnthropicUpstream, OpenAiUpstream, OpenRouterUpstream, make_upstream_client
 from app.domain.money import Msat
 from app.domain.node import VERSION
 from app.domain.ports import Clock, Ledger, Upstream
@@ -54,8 +54,16 @@ def build_upstreams(settings: Settings, closers: Closers) -> dict[str, Upstream]
                 referer=settings.http_url,
                 title=settings.name,
             )
+        elif provider.type is ProviderType.ANTHROPIC:
+            upstreams[provider.id] = AnthropicUpstream(
+                provider_id=provider.id,
+                base_url=provider.base_url,
+                api_key=provider.api_key,
+                client=client,
+                user_agent=user_agent,
+                anthropic_version=provider.anthropic_version,
+            )
         else:
-            # anthropic providers are reached through their OpenAI-compatible endpoint for now
             upstreams[provider.id] = OpenAiUpstream(
                 provider_id=provider.id,
                 base_url=provider.base_url,
@@ -143,6 +151,7 @@ def build_proxy_services(
         timings=ProxyTimings(
             lease_seconds=settings.reservation_lease_seconds, drain_seconds=float(settings.stream_drain_seconds)
         ),
+        messages_providers=frozenset(p.id for p in providers if p.type is ProviderType.ANTHROPIC),
     )
     return ProxyServices(rates=rates, catalog=catalog, proxy=proxy, closers=closers)
 

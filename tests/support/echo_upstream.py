@@ -169,6 +169,7 @@ class EchoUpstream:
             "/completions": self._completions,
             "/embeddings": self._embeddings,
             "/responses": self._responses,
+            "/messages": self._messages,
         }.get(route, self._other)
         await handler(request, knobs, send)
 
@@ -295,6 +296,55 @@ class EchoUpstream:
                 for i, w in enumerate(words)
             ),
             _typed("response.completed", {"type": "response.completed", "response": response}),
+        ]
+        await self._stream(send, events, knobs, done=False, preformatted=True)
+
+    async def _messages(self, request: dict[str, Any], knobs: dict[str, Any], send: Send) -> None:
+        """Anthropic Messages API: additive usage, `message_start` + `message_delta` in streams."""
+        messages = request.get("messages") or []
+        words = _reply_words(_last_user_text(messages), knobs, request.get("max_tokens"))
+        input_tokens = max(1, len(_all_text(messages).split())) + 3
+        message: dict[str, Any] = {
+            "id": f"msg_{uuid.uuid4().hex}",
+            "type": "message",
+            "role": "assistant",
+            "model": request.get("model", ""),
+            "content": [{"type": "text", "text": " ".join(words)}],
+            "stop_reason": "end_turn",
+            "usage": {"input_tokens": input_tokens, "output_tokens": len(words)},
+        }
+        if not request.get("stream"):
+            await _json(send, 200, message)
+            return
+        start = {
+            **message,
+            "content": [],
+            "stop_reason": None,
+            "usage": {"input_tokens": input_tokens, "output_tokens": 1},
+        }
+        events = [
+            _typed("message_start", {"type": "message_start", "message": start}),
+            _typed(
+                "content_block_start",
+                {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
+            ),
+            *(
+                _typed(
+                    "content_block_delta",
+                    {
+                        "type": "content_block_delta",
+                        "index": 0,
+                        "delta": {"type": "text_delta", "text": (" " if i else "") + w},
+                    },
+                )
+                for i, w in enumerate(words)
+            ),
+            _typed("content_block_stop", {"type": "content_block_stop", "index": 0}),
+            _typed(
+                "message_delta",
+                {"type": "message_delta", "delta": {"stop_reason": "end_turn"}, "usage": {"output_tokens": len(words)}},
+            ),
+            _typed("message_stop", {"type": "message_stop"}),
         ]
         await self._stream(send, events, knobs, done=False, preformatted=True)
 

@@ -53,7 +53,7 @@ from app.domain.pricing import (
 from app.domain.services.accounts import AccountService, bearer_credential
 from app.domain.sse import SseEvent, SseFramer
 from app.domain.upstream import UpstreamRequest, fails_over, forwardable_headers
-from app.domain.usage import Usage, normalize_usage
+from app.domain.usage import Usage, normalize_usage, stream_usage
 
 MAX_BODY_BYTES: Final = 25 * 1024 * 1024
 MAX_ATTEMPTS: Final = 3
@@ -62,13 +62,16 @@ CHAT: Final = "/chat/completions"
 COMPLETIONS: Final = "/completions"
 EMBEDDINGS: Final = "/embeddings"
 RESPONSES: Final = "/responses"
-PRICED_ROUTES: Final = frozenset({CHAT, COMPLETIONS, EMBEDDINGS, RESPONSES})
+MESSAGES: Final = "/messages"
+PRICED_ROUTES: Final = frozenset({CHAT, COMPLETIONS, EMBEDDINGS, RESPONSES, MESSAGES})
 USAGE_INJECTED_ROUTES: Final = frozenset({CHAT, COMPLETIONS})
 SSE_MEDIA_TYPE: Final = "text/event-stream"  # the HTTP edge adds `; charset=utf-8`
 SSE_HEADERS: Final = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 _QUEUE_SIZE: Final = 64
 _T = TypeVar("_T")
-_GENERATED_KEYS: Final = frozenset({"content", "text", "reasoning", "reasoning_content", "refusal", "arguments"})
+_GENERATED_KEYS: Final = frozenset(
+    {"content", "text", "reasoning", "reasoning_content", "refusal", "arguments", "thinking", "partial_json"}
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,12 +206,15 @@ def _encode(payload: object) -> bytes:
 
 def generated_bytes(payload: Mapping[str, Any]) -> int:
     """UTF-8 bytes of generated text in a body or stream chunk: content, reasoning, tool arguments, refusals
-    (SPEC §4.6). Looks in `choices[].message|delta|text`, Responses `output` items and a Responses `delta`."""
+    (SPEC §4.6). Looks in `choices[].message|delta|text`, Responses `output` items and `delta`, Anthropic
+    `content` blocks and `delta`."""
     total = 0
     delta = payload.get("delta")
     if isinstance(delta, str):
         total += len(delta.encode())
-    for container in ("choices", "output"):
+    elif isinstance(delta, dict):  # Anthropic content_block_delta: text, thinking or partial_json
+        total += _text_bytes(delta, depth=0)
+    for container in ("choices", "output", "content"):
         items = payload.get(container)
         if isinstance(items, list):
             total += _text_bytes(items, depth=0)
@@ -282,8 +288,10 @@ class ProxyService:
         policy: PricingPolicy,
         observer: RequestObserver,
         timings: ProxyTimings = ProxyTimings(),
+        messages_providers: frozenset[str] = frozenset(),
     ) -> None:
         self._ledger = ledger
+        self._messages_providers = messages_providers
         self._clock = clock
         self._accounts = accounts
         self._upstreams = dict(upstreams)
@@ -345,7 +353,7 @@ class ProxyService:
         if model is None and route in PRICED_ROUTES:
             msg = "model is required"
             raise InvalidRequestError(msg, details={"param": "model"})
-        matches = self._candidates(model)
+        matches = self._candidates(model, route)
         rate = self._rate()
         if rate is None and not self._policy.fixed_mode:
             msg = "The BTC/USD rate is stale; try again shortly"
@@ -384,12 +392,17 @@ class ProxyService:
                 self._observe(call, status=_refusal_status(exc), charged=Msat(0), estimated=False)
             raise
 
-    def _candidates(self, model: str | None) -> list[Match]:
+    def _candidates(self, model: str | None, route: str) -> list[Match]:
         if model is None:
+            if route == MESSAGES:
+                msg = "model is required"
+                raise InvalidRequestError(msg, details={"param": "model"})
             return []
         matches = self._catalog().lookup(model)
         if not self._policy.fixed_mode:
             matches = [m for m in matches if m.offer.pricing is not None]
+        if route == MESSAGES:  # only anthropic providers serve the native Messages API (SPEC §8.2)
+            matches = [m for m in matches if m.offer.provider_id in self._messages_providers]
         if not matches:
             msg = f"Model '{model}' is not offered by this node"
             raise ModelNotFoundError(msg, details={"model": model})
@@ -732,6 +745,9 @@ class ProxyService:
         if not isinstance(payload, dict):
             return event.encode()
         call.generated_bytes += generated_bytes(payload)
+        if call.route == MESSAGES:  # Anthropic: everything passes through; usage is folded as it comes
+            call.usage = stream_usage(call.usage, payload)
+            return event.encode()
         kind = payload.get("type")
         if kind in {"response.completed", "response.incomplete"}:
             call.usage = normalize_usage(payload) or call.usage
@@ -758,6 +774,8 @@ class ProxyService:
     def _stream_tail(self, call: _Call, breakdown: CostBreakdown, usage: Usage, estimated: bool) -> list[bytes]:
         cost = cost_object(breakdown, usage, estimated, call.rate)
         sats = breakdown.total.sats_rounded_up()
+        if call.route == MESSAGES:
+            return [SseEvent(data=_json_text({**cost, "cost_sats": sats}), event="cost").encode()]
         if call.held_typed is not None or call.route == RESPONSES:
             if call.held_typed is None:
                 return []
