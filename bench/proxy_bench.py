@@ -90,7 +90,12 @@ def running(command: list[str], env: dict[str, str], log: Path, port: int) -> It
     with log.open("wb") as sink:
         process = subprocess.Popen(command, env=env, stdout=sink, stderr=subprocess.STDOUT, cwd=ROOT)  # noqa: S603
     try:
-        wait_port(port, process)
+        try:
+            wait_port(port, process)
+        except RuntimeError as exc:
+            tail = log.read_text(errors="replace")[-2000:]
+            msg = f"{exc}; its output ends with:\n{tail}"
+            raise RuntimeError(msg) from None
         yield process
     finally:
         if process.poll() is None:
@@ -125,9 +130,12 @@ def create_key(env: dict[str, str]) -> str:
         env=env,
         capture_output=True,
         text=True,
-        check=True,
+        check=False,
         cwd=ROOT,
     )
+    if done.returncode != 0:
+        msg = f"routstr keys create failed ({done.returncode}): {done.stderr.strip()[-2000:]}"
+        raise RuntimeError(msg)
     return done.stdout.strip()
 
 
