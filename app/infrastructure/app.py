@@ -91,6 +91,7 @@ def create_app(settings: Settings, adapters: Adapters | None = None) -> Litestar
         lifespan=[lifespan],
         request_max_body_size=MAX_BODY_BYTES,
         openapi_config=OpenAPIConfig(title="routstr-core", version=VERSION),
+        logging_config=None,  # configure_logging owns logging; Litestar must not reset the root level
         debug=False,
     )
 
