@@ -1,9 +1,17 @@
 """The app edge: info, health, balance info, request ids and the error envelope for every failure."""
 
+import logging
 import uuid
 
 import pytest
 
+from app.infrastructure.app import create_app
+from app.infrastructure.container import Adapters
+from app.infrastructure.logging import configure_logging
+from app.infrastructure.settings import Settings
+from tests.fakes.clock import FixedClock
+from tests.fakes.ledger import InMemoryLedger, InMemoryLedgerAudit
+from tests.fakes.storage import FakeStorageHealth
 from tests.unit.api.conftest import KEY, FakeNode
 
 
@@ -133,3 +141,12 @@ async def test_storage_failure_returns_500_envelope_without_traceback(node: Fake
     assert "secret-host" not in response.text
     assert "Traceback" not in response.text
     assert response.json()["request_id"] in response.json()["error"]["message"]
+
+
+def test_create_app_keeps_the_configured_log_level(settings: Settings) -> None:
+    configure_logging("WARNING")
+    ledger = InMemoryLedger()
+
+    create_app(settings, Adapters(FixedClock(), ledger, InMemoryLedgerAudit(ledger), FakeStorageHealth()))
+
+    assert logging.getLogger().level == logging.WARNING
