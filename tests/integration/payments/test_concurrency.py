@@ -11,6 +11,7 @@ from litestar.testing import AsyncTestClient
 
 from app.adapters.cashu.mint import HttpCashuMint
 from app.domain.cashu import ProofStateKind
+from app.domain.wallet import token_key_hash
 from app.infrastructure.app import create_app
 from app.infrastructure.container import build_adapters
 from app.infrastructure.settings import Settings
@@ -68,9 +69,10 @@ async def test_ten_concurrent_first_uses_across_two_instances_credit_once(
 
     assert [r.status_code for r in responses] == [200] * 10, [r.text for r in responses]
     assert {r.json()["balance"] for r in responses} == {50_000}
-    tables = TableCounts(postgres_database_url)
-    assert await tables.count("ledger_entries", kind="deposit") == 1
-    assert await tables.count("redemptions", state="credited") == 1
+    tables = TableCounts(postgres_database_url)  # the PostgreSQL database is shared by the run: count this key's rows
+    key_hash = token_key_hash(token)
+    assert await tables.count("ledger_entries", kind="deposit", key_hash=key_hash) == 1
+    assert await tables.count("redemptions", state="credited", key_hash=key_hash) == 1
 
 
 async def test_dropped_swap_reply_is_reconciled_and_a_retry_credits_once(
