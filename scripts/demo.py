@@ -1,5 +1,6 @@
 """`make demo`: a local mint, an echo upstream and the node on SQLite, walked through the node's main job."""
 
+import asyncio
 import json
 import os
 import shutil
@@ -18,6 +19,7 @@ import openai
 from tests.support.backends import free_port
 from tests.support.echo_upstream import EchoUpstream
 from tests.support.mint import RunningMint, start_mint
+from tests.support.nutshell import NutshellWallet
 
 ROOT = Path(__file__).resolve().parents[1]
 WORKDIR = ROOT / ".demo"
@@ -140,6 +142,39 @@ def prepaid_key_story(node: Node, http: httpx.Client, model: str) -> None:
     say(f"spent {sats(start_balance - int(info['balance']))} over two requests")
 
 
+def token_as_key_story(node: Node, http: httpx.Client, mint: RunningMint, model: str) -> None:
+    step("A user mints eCash at the local mint (nutshell wallet, FakeWallet Lightning)")
+    wallet = NutshellWallet(mint.url, WORKDIR / "user-wallet")
+    say(f"user wallet balance: {asyncio.run(wallet.mint(2000))} sat")
+    sent = asyncio.run(wallet.send(500))
+    token = sent.token
+    say(f"token worth {sent.amount} sat: {token[:12]}… (a bearer instrument: the demo never prints it whole)")
+
+    step("The token itself is the API key: chat through the official openai client")
+    client = openai.OpenAI(base_url=f"{node.url}/v1", api_key=token, max_retries=0)
+    raw = client.chat.completions.with_raw_response.create(
+        model=model, messages=[{"role": "user", "content": "Paying with eCash"}], max_tokens=32
+    )
+    completion = raw.parse()
+    say(f"reply: {completion.choices[0].message.content!r}")
+    say(f"headers: {cost_headers(raw.http_response.headers)}")
+    stream = client.chat.completions.create(
+        model=model, messages=[{"role": "user", "content": "and a streamed answer"}], stream=True
+    )
+    streamed = "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
+    say(f"streamed: {streamed!r}")
+    auth = {"Authorization": f"Bearer {token}"}
+    info = show_json("GET /v1/balance/info", http.get("/v1/balance/info", headers=auth), ["balance", "total_spent"])
+    say(f"deposited {sats(sent.amount * 1000)}, spent {sats(int(info['total_spent']))}")
+
+    step("Refund the rest as a Cashu token, and a nutshell wallet receives it")
+    refund = http.post("/v1/balance/refund", headers=auth)
+    body = refund.json()
+    say(f"POST /v1/balance/refund -> {refund.status_code} sats={body.get('sats')} (sub-sat remainder kept as rounding)")
+    received = asyncio.run(NutshellWallet(mint.url, WORKDIR / "refund-wallet").receive(body["token"]))
+    say(f"refund wallet received {received} sat")
+
+
 def main() -> int:
     shutil.rmtree(WORKDIR, ignore_errors=True)
     WORKDIR.mkdir(parents=True)
@@ -171,6 +206,7 @@ def main() -> int:
                 for model in models:
                     say(f"model {model['id']}: max_cost {model['sats_pricing']['max_cost']} sat")
                 prepaid_key_story(node, http, models[0]["id"])
+                token_as_key_story(node, http, mint, models[0]["id"])
                 step("Ledger audit: routstr audit")
                 say(node.cli("audit"))
         finally:
