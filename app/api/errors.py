@@ -73,11 +73,19 @@ def status_and_type(error: e.DomainError) -> tuple[int, str]:
 
 
 def error_body(
-    message: str, error_type: str, code: str, request_id: str, details: object | None = None
+    message: str,
+    error_type: str,
+    code: str,
+    request_id: str,
+    details: object | None = None,
+    *,
+    refund_token: str | None = None,
 ) -> dict[str, object]:
     error: dict[str, object] = {"message": message, "type": error_type, "code": code}
     if details is not None:
         error["details"] = details
+    if refund_token is not None:
+        error["refund_token"] = refund_token
     return {"error": error, "request_id": request_id}
 
 
@@ -102,8 +110,15 @@ def domain_error_handler(request: Request[Any, Any, Any], exc: Exception) -> Res
         headers["retry-after"] = str(exc.retry_after_seconds)
     if status >= 500:  # noqa: PLR2004 - server-side failures are worth a log line
         log.warning("request_failed", code=exc.code, status=status)
+    # NUT-24 creq on a 402, or the change of a failed X-Cashu request (SPEC §6.1, §6.2)
+    x_cashu = exc.refund_token or exc.payment_request
+    if x_cashu:
+        headers["x-cashu"] = x_cashu
+    if exc.change_pending is not None:
+        headers["x-routstr-change-pending"] = str(exc.change_pending)
     details = dict(exc.details) if exc.details is not None else None
-    return _respond(request, status, error_body(exc.message, error_type, exc.code, request_id, details), headers)
+    body = error_body(exc.message, error_type, exc.code, request_id, details, refund_token=exc.refund_token)
+    return _respond(request, status, body, headers)
 
 
 def http_exception_handler(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, object]]:

@@ -8,6 +8,10 @@ class DomainError(Exception):
     """Base of every rule violation the node reports to a client."""
 
     code: ClassVar[str] = "internal_error"
+    # Set by the X-Cashu payment layer (SPEC §6.1, §6.2); the API turns them into headers and envelope fields.
+    payment_request: str | None = None  # the NUT-24 `creqA…` of a 402: `X-Cashu` response header
+    refund_token: str | None = None  # change of a failed X-Cashu request: `X-Cashu` header and `error.refund_token`
+    change_pending: int | None = None  # change owed but not issued (in the token's unit): `x-routstr-change-pending`
 
     def __init__(self, message: str, *, details: Mapping[str, object] | None = None) -> None:
         super().__init__(message)

@@ -17,7 +17,7 @@ from app.domain.errors import (
     RefundConflictError,
 )
 from app.domain.ports import Clock, Mint, TokenCodec, Wallet
-from app.domain.wallet import RefundRecord, SendRequest, payable_units
+from app.domain.wallet import RefundKind, RefundRecord, SendRequest, payable_units
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,8 +49,11 @@ class RefundService:
         self._clock = clock
         self._new_id = new_id
 
-    async def refund(self, key: ApiKey) -> RefundToken:
+    async def refund(
+        self, key: ApiKey, *, kind: RefundKind = RefundKind.REFUND, request_id: str | None = None
+    ) -> RefundToken:
         """Send `key`'s whole available balance as a token (sat units rounded down, the rest journaled `rounding`).
+        X-Cashu change passes `kind=CHANGE` and the request's id (SPEC §6.1 step 6).
 
         With nothing available, the previous refund token is returned again. Raises ChildKeyRefundError,
         GrantNotRefundableError, RefundConflictError (holds in flight or a concurrent change; retry),
@@ -82,16 +85,25 @@ class RefundService:
             rounding=rounding,
             expected_balance=key.balance,
             now=self._clock.now(),
+            kind=kind,
+            request_id=request_id,
         )
         record, inputs = await self._wallet.reserve_send(request)
         sent = await self._send(record, inputs)
         return self._token(record, sent)
 
     async def _previous(self, key: ApiKey) -> RefundToken:
-        latest = await self._wallet.latest_refund(key.key_hash, self._clock.now())
-        if latest is None or not latest[1]:
+        latest = await self.latest(key.key_hash)
+        if latest is None:
             msg = "Nothing to refund: the balance is 0"
             raise NoBalanceError(msg)
+        return latest
+
+    async def latest(self, key_hash: str) -> RefundToken | None:
+        """The key's newest issued token (refund or change), rebuilt from its `sent` proofs; None without one."""
+        latest = await self._wallet.latest_refund(key_hash, self._clock.now())
+        if latest is None or not latest[1]:
+            return None
         record, proofs = latest
         return self._token(record, proofs, repeated=True)
 
