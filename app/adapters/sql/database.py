@@ -1,16 +1,29 @@
-"""The database handle: one AsyncEngine and its sessionmaker, tuned for SQLite (WAL, BEGIN IMMEDIATE) or PostgreSQL."""
+"""The database handle: an AsyncEngine for adapters, plus `run` for synchronous transaction functions (hot path)."""
 
-from collections.abc import AsyncIterator
+import asyncio
+import os
+import weakref
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, Concatenate, Final, ParamSpec, TypeVar
 
-from sqlalchemy import event
-from sqlalchemy.engine import Connection
+from sqlalchemy import create_engine, event
+from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.pool import StaticPool
 
-SQLITE_BUSY_TIMEOUT_MS = 30_000
-_BEGIN_OPTION = "routstr_sqlite_begin"
+SQLITE_BUSY_TIMEOUT_MS: Final = 30_000
+_BEGIN_OPTION: Final = "routstr_sqlite_begin"
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+# One write lock per (event loop, SQLite file): every SqlDatabase on that file in this process queues its write
+# transactions here instead of in SQLite's busy handler. Correctness never depends on it (SQLite's own lock does
+# that, also across processes); it only keeps waiters off the busy handler's sleeps and off a blocked loop thread.
+_WRITE_LOCKS: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, asyncio.Lock]]" = (
+    weakref.WeakKeyDictionary()
+)
 
 
 def _sqlite_on_connect(dbapi_connection: Any, _record: object) -> None:
@@ -33,29 +46,55 @@ def _sqlite_on_begin(connection: Connection) -> None:
     connection.exec_driver_sql(f"BEGIN {mode}")
 
 
-class SqlDatabase:
-    """Holds the engine; adapters open transactions through `begin()` (writes) and `read()` (reads)."""
+def _sync_on_begin(connection: Connection) -> None:
+    # The synchronous connection is reused for reads and writes; `run`/`run_read` set the mode before each begin.
+    connection.exec_driver_sql(connection.info.get(_BEGIN_OPTION, "BEGIN IMMEDIATE"))
 
-    def __init__(self, engine: AsyncEngine) -> None:
+
+class SqlDatabase:
+    """Holds the engines. Adapters open transactions through `begin()`/`read()` (async connection) or hand a
+    synchronous function of a `Connection` to `run()`/`run_read()`, which is what the ledger's hot path does.
+
+    On a SQLite file, `run` executes the function on the event-loop thread over one pysqlite connection: the whole
+    transaction is sub-millisecond and never yields, so nothing else in this process can interleave with it. Write
+    transactions of this process (`run` and `begin`) queue on an asyncio lock per file; other processes (the
+    `routstr` CLI) still meet SQLite's lock and its busy timeout. On PostgreSQL (and in-memory SQLite) `run` calls the
+    same function on the async engine through `AsyncConnection.run_sync`.
+    """
+
+    def __init__(self, engine: AsyncEngine, sync_engine: Engine | None = None, lock_name: str | None = None) -> None:
         self.engine = engine
         self.sessionmaker = async_sessionmaker(engine, expire_on_commit=False)
+        self._sync_engine = sync_engine
+        self._sync_connection: Connection | None = None
+        self._lock_name = lock_name
 
     @classmethod
     def create(cls, url: str, *, pool_size: int = 10, max_overflow: int = 20) -> "SqlDatabase":
-        """Build the engine for `url` (sqlite+aiosqlite or postgresql+asyncpg). Opens no connection yet."""
-        if url.startswith("sqlite"):
-            in_memory = url.rstrip("/").endswith(("sqlite+aiosqlite:", ":memory:"))
-            engine = create_async_engine(
-                url,
-                connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000},
-                # An in-memory database lives in one connection: share it, or every checkout sees an empty one.
-                **({"poolclass": StaticPool} if in_memory else {}),
-            )
-            event.listen(engine.sync_engine, "connect", _sqlite_on_connect)
-            event.listen(engine.sync_engine, "begin", _sqlite_on_begin)
-        else:
+        """Build the engines for `url` (sqlite+aiosqlite or postgresql+asyncpg). Opens no connection yet."""
+        if not url.startswith("sqlite"):
             engine = create_async_engine(url, pool_pre_ping=True, pool_size=pool_size, max_overflow=max_overflow)
-        return cls(engine)
+            return cls(engine)
+        in_memory = url.rstrip("/").endswith(("sqlite+aiosqlite:", ":memory:"))
+        engine = create_async_engine(
+            url,
+            connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000},
+            # An in-memory database lives in one connection: share it, or every checkout sees an empty one.
+            **({"poolclass": StaticPool} if in_memory else {}),
+        )
+        event.listen(engine.sync_engine, "connect", _sqlite_on_connect)
+        event.listen(engine.sync_engine, "begin", _sqlite_on_begin)
+        if in_memory:
+            return cls(engine, lock_name=f"memory:{id(engine)}")
+        parsed = make_url(url)
+        sync_engine = create_engine(
+            parsed.set(drivername="sqlite+pysqlite"),
+            connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000, "check_same_thread": False},
+            poolclass=StaticPool,
+        )
+        event.listen(sync_engine, "connect", _sqlite_on_connect)
+        event.listen(sync_engine, "begin", _sync_on_begin)
+        return cls(engine, sync_engine, lock_name=os.path.realpath(parsed.database or ""))
 
     @property
     def dialect(self) -> str:
@@ -65,10 +104,60 @@ class SqlDatabase:
     def is_sqlite(self) -> bool:
         return self.dialect == "sqlite"
 
+    def _write_lock(self) -> asyncio.Lock | None:
+        if self._lock_name is None:
+            return None
+        locks = _WRITE_LOCKS.setdefault(asyncio.get_running_loop(), {})
+        lock = locks.get(self._lock_name)
+        if lock is None:
+            lock = locks[self._lock_name] = asyncio.Lock()
+        return lock
+
+    def _connection(self) -> Connection:
+        if self._sync_connection is None or self._sync_connection.closed:
+            assert self._sync_engine is not None  # noqa: S101 - only called on the synchronous path
+            self._sync_connection = self._sync_engine.connect()
+        return self._sync_connection
+
+    def _run_here(self, mode: str, fn: Callable[Concatenate[Connection, P], T], *args: P.args, **kwargs: P.kwargs) -> T:
+        connection = self._connection()
+        connection.info[_BEGIN_OPTION] = mode
+        with connection.begin():
+            return fn(connection, *args, **kwargs)
+
+    async def run(self, fn: Callable[Concatenate[Connection, P], T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """`fn(connection, *args)` in one write transaction (BEGIN IMMEDIATE on SQLite): committed when it returns,
+        rolled back when it raises. `fn` must only run SQL: on SQLite it blocks the event loop while it runs."""
+        lock = self._write_lock()
+        if lock is None:
+            async with self.engine.begin() as connection:
+                return await connection.run_sync(fn, *args, **kwargs)
+        async with lock:
+            if self._sync_engine is not None:
+                return self._run_here("BEGIN IMMEDIATE", fn, *args, **kwargs)
+            async with self.engine.begin() as connection:
+                return await connection.run_sync(fn, *args, **kwargs)
+
+    async def run_read(self, fn: Callable[Concatenate[Connection, P], T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """`fn(connection, *args)` in a read transaction (deferred on SQLite, so it never waits for the write lock)."""
+        if self._sync_engine is not None:
+            return self._run_here("BEGIN DEFERRED", fn, *args, **kwargs)
+        async with self.read() as connection:
+            return await connection.run_sync(fn, *args, **kwargs)
+
     @asynccontextmanager
     async def begin(self) -> AsyncIterator[AsyncConnection]:
-        """A write transaction (BEGIN IMMEDIATE on SQLite), committed on exit and rolled back on error."""
-        async with self.engine.begin() as connection:
+        """A write transaction (BEGIN IMMEDIATE on SQLite), committed on exit and rolled back on error.
+
+        On SQLite it holds this process's write lock for the file until it ends: do not call `run` or `begin` on
+        the same file inside it.
+        """
+        lock = self._write_lock()
+        if lock is None:
+            async with self.engine.begin() as connection:
+                yield connection
+            return
+        async with lock, self.engine.begin() as connection:
             yield connection
 
     @asynccontextmanager
@@ -81,8 +170,13 @@ class SqlDatabase:
                 yield connection
 
     def session(self) -> AsyncSession:
-        """An ORM session for adapters that prefer it (write semantics as `begin`)."""
+        """An ORM session for adapters that prefer it (write semantics as `begin`, without the SQLite write lock)."""
         return self.sessionmaker()
 
     async def dispose(self) -> None:
+        if self._sync_connection is not None:
+            self._sync_connection.close()
+            self._sync_connection = None
+        if self._sync_engine is not None:
+            self._sync_engine.dispose()
         await self.engine.dispose()
