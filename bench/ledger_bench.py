@@ -1,10 +1,12 @@
 """Ledger micro-benchmark: what one billed request costs the database layer alone, without HTTP.
 
-Run `.venv/bin/python -m bench.ledger_bench`. A billed request makes three ledger calls (`get_key` when the
-key authenticates, `reserve`, `settle`); this times exactly that sequence through `SqlLedger` at concurrency 1
-and 16 on SQLite (and on a fresh PostgreSQL database when one is reachable), plus the same SQL statements through
-the bare `sqlite3` module on the calling thread as a lower bound. Prints a table, writes
-`bench/results/ledger.json`.
+Run `.venv/bin/python -m bench.ledger_bench`. A billed request makes up to three ledger calls (`get_key` when the
+key authenticates through the account service, `reserve`, `settle`; an `sk-` key skips `get_key`); this times
+that sequence, and `reserve`+`settle` alone, through `SqlLedger` at concurrency 1 and 16 on SQLite (and on a fresh
+PostgreSQL database when one is reachable), the cost of an empty transaction both ways (`SqlDatabase.read()` and
+`SqlDatabase.run_read`), plus the SQL statements through the bare `sqlite3` module on the calling thread as a lower
+bound: the 16 the ledger issued before the fast path, and the 9 of today's `reserve`+`settle`. Prints a table,
+writes `bench/results/ledger.json`.
 """
 
 import argparse
@@ -21,7 +23,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Final
 
-from sqlalchemy import text
+from sqlalchemy import Connection, text
 
 from app.adapters.sql import SqlDatabase, SqlLedger, migrate
 from app.domain.accounts import NewApiKey, ReservationRequest, hash_api_key
@@ -73,6 +75,10 @@ async def timed(
     )
 
 
+def _select_one(conn: Connection) -> None:
+    conn.execute(text("SELECT 1"))
+
+
 async def ledger_rows(backend: str, url: str, seconds: float) -> list[LedgerRow]:
     await migrate(url)
     database = SqlDatabase.create(url)
@@ -91,21 +97,38 @@ async def ledger_rows(backend: str, url: str, seconds: float) -> list[LedgerRow]
         await ledger.reserve(hold)
         await ledger.settle(request_id, CHARGE, now)
 
+    async def reserve_and_settle() -> None:
+        now = datetime.now(UTC)
+        request_id = str(uuid.uuid4())
+        lease = now + timedelta(seconds=60)
+        hold = ReservationRequest(
+            request_id=request_id, key_hash=key_hash, amount=HOLD, now=now, lease_expires_at=lease
+        )
+        await ledger.reserve(hold)
+        await ledger.settle(request_id, CHARGE, now)
+
     async def select_one() -> None:
         async with database.read() as conn:
             await conn.execute(text("SELECT 1"))
+
+    async def run_select_one() -> None:
+        await database.run_read(_select_one)
 
     rows: list[LedgerRow] = []
     try:
         await timed(backend, "warm-up", billed, 4, min(seconds, 1.0))
         rows.append(await timed(backend, "get_key+reserve+settle", billed, 1, seconds))
         rows.append(await timed(backend, "get_key+reserve+settle", billed, 16, seconds))
+        rows.append(await timed(backend, "reserve+settle", reserve_and_settle, 1, seconds))
+        rows.append(await timed(backend, "reserve+settle", reserve_and_settle, 16, seconds))
         rows.append(await timed(backend, "read txn: SELECT 1", select_one, 1, seconds / 2))
+        rows.append(await timed(backend, "run_read: SELECT 1", run_select_one, 1, seconds / 2))
     finally:
         await database.dispose()
     return rows
 
 
+# What SqlLedger sent for get_key + reserve + settle before the fast path (tree at e678308).
 _RESERVE_AND_SETTLE: Final = [
     "BEGIN DEFERRED",
     "SELECT * FROM api_keys WHERE key_hash = :k",
@@ -141,8 +164,42 @@ _RESERVE_AND_SETTLE: Final = [
 ]
 
 
-def raw_sqlite_row(path: str, seconds: float) -> LedgerRow:
-    """The same 16 statements SqlLedger issues for one billed request, through `sqlite3` on this thread."""
+# What SqlLedger's fast path sends today for reserve + settle of a plain key (SqlDatabase sends BEGIN itself).
+_FAST_RESERVE_AND_SETTLE: Final = [
+    "BEGIN IMMEDIATE",
+    (
+        "UPDATE api_keys SET reserved_msat = reserved_msat + :hold WHERE key_hash = :k AND parent_key_hash IS NULL "
+        "AND balance_limit_msat IS NULL AND balance_limit_reset IS NULL AND balance_msat - reserved_msat >= :hold "
+        "AND (expires_at IS NULL OR expires_at > :now)"
+    ),
+    (
+        "INSERT INTO reservations (request_id, key_hash, billing_key_hash, amount_msat, status, lease_expires_at, "
+        "model, provider_id, created_at) VALUES (:r, :k, :k, :hold, 'active', :now, NULL, NULL, :now)"
+    ),
+    "COMMIT",
+    "BEGIN IMMEDIATE",
+    (
+        "UPDATE reservations SET status = 'charged', settled_at = :now, charged_msat = :charge "
+        "WHERE request_id = :r AND status = 'active' RETURNING key_hash, billing_key_hash, amount_msat"
+    ),
+    (
+        "UPDATE api_keys SET balance_msat = balance_msat - :charge, reserved_msat = reserved_msat - :hold, "
+        "total_spent_msat = total_spent_msat + :charge, total_requests = total_requests + 1, "
+        "limit_used_msat = CASE WHEN (parent_key_hash IS NOT NULL OR balance_limit_msat IS NOT NULL) THEN "
+        "CASE WHEN (limit_used_msat + :charge > :hold) THEN limit_used_msat + :charge - :hold ELSE 0 END "
+        "ELSE limit_used_msat END WHERE key_hash = :k AND balance_msat - reserved_msat + :hold >= :charge "
+        "RETURNING balance_msat"
+    ),
+    (
+        "INSERT INTO ledger_entries (key_hash, kind, amount_msat, idempotency_key, request_id, meta, created_at) "
+        "VALUES (:k, 'charge', -:charge, 'charge:' || :r, :r, '{}', :now)"
+    ),
+    "COMMIT",
+]
+
+
+def raw_sqlite_row(path: str, seconds: float, statements: list[str], operation: str) -> LedgerRow:
+    """`statements` (one billed request's SQL) through `sqlite3` on this thread, as a lower bound."""
     connection = sqlite3.connect(path, isolation_level=None)
     for pragma in ("PRAGMA journal_mode=WAL", "PRAGMA synchronous=NORMAL", "PRAGMA foreign_keys=ON"):
         connection.execute(pragma)
@@ -159,14 +216,14 @@ def raw_sqlite_row(path: str, seconds: float) -> LedgerRow:
             "charge": CHARGE.value,
             "now": datetime.now(UTC).isoformat(" "),
         }
-        for statement in _RESERVE_AND_SETTLE:
+        for statement in statements:
             connection.execute(statement, params).fetchall()
         latencies.append((time.perf_counter() - started) * 1000)
     cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
     connection.close()
     return LedgerRow(
         backend="sqlite3 (bare)",
-        operation="same 16 statements",
+        operation=operation,
         concurrency=1,
         ops=len(latencies),
         ops_per_s=len(latencies) / wall,
@@ -195,7 +252,8 @@ async def main_async(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="routstr-ledger-bench-") as workdir:
         path = f"{workdir}/ledger.db"
         rows += await ledger_rows("sqlite", f"sqlite+aiosqlite:///{path}", args.seconds)
-        rows.append(raw_sqlite_row(path, args.seconds / 2))
+        rows.append(raw_sqlite_row(path, args.seconds / 2, _RESERVE_AND_SETTLE, "old 16 statements"))
+        rows.append(raw_sqlite_row(path, args.seconds / 2, _FAST_RESERVE_AND_SETTLE, "reserve+settle, 9 stmts"))
     name = postgres_database() if args.postgres else None
     if name is not None:
         try:
