@@ -32,5 +32,6 @@ def funded_key(probe: LedgerProbe) -> str:
 
 
 @pytest.fixture
-def client(node: ServedNode, funded_key: str) -> openai.OpenAI:
-    return openai.OpenAI(base_url=node.base_url, api_key=funded_key, max_retries=0, timeout=30)
+def client(node: ServedNode, funded_key: str) -> Iterator[openai.OpenAI]:
+    with openai.OpenAI(base_url=node.base_url, api_key=funded_key, max_retries=0, timeout=30) as official:
+        yield official

@@ -50,17 +50,16 @@ def _wait_for(predicate: object, seconds: float) -> bool:
 
 
 def test_first_chunk_arrives_before_upstream_finishes(node: ServedNode, funded_key: str, echo: EchoUpstream) -> None:
-    client = openai.OpenAI(base_url=node.base_url, api_key=funded_key, max_retries=0)
-
-    stream = client.chat.completions.create(
-        model="echo/echo-1",
-        messages=[{"role": "user", "content": "slow words"}],
-        stream=True,
-        extra_body={"echo": {"chunks": 20, "delay_ms": 100}},
-    )
-    first = next(iter(stream))
-    finished_when_first_arrived = echo.completed_streams
-    rest = list(stream)
+    with openai.OpenAI(base_url=node.base_url, api_key=funded_key, max_retries=0) as client:
+        stream = client.chat.completions.create(
+            model="echo/echo-1",
+            messages=[{"role": "user", "content": "slow words"}],
+            stream=True,
+            extra_body={"echo": {"chunks": 20, "delay_ms": 100}},
+        )
+        first = next(iter(stream))
+        finished_when_first_arrived = echo.completed_streams
+        rest = list(stream)
 
     assert first.choices[0].delta.role == "assistant"
     assert finished_when_first_arrived == 0
@@ -169,8 +168,10 @@ def test_stream_longer_than_the_lease_is_kept_alive_by_the_heartbeat(
     key = probe.create_key(10_000_000)
     settings = node_settings(sqlite_database_url, echo.base_url, RESERVATION_LEASE_SECONDS="2")
 
-    with ServedNode(settings) as node:
-        client = openai.OpenAI(base_url=node.base_url, api_key=key, max_retries=0, timeout=30)
+    with (
+        ServedNode(settings) as node,
+        openai.OpenAI(base_url=node.base_url, api_key=key, max_retries=0, timeout=30) as client,
+    ):
         raw = client.chat.completions.with_raw_response.create(
             model="echo/echo-1",
             messages=[{"role": "user", "content": "long"}],

@@ -29,6 +29,7 @@ from tests.fakes.ledger import InMemoryLedger
 from tests.fakes.upstream import FakeUpstream, FakeUpstreamResponse, ScriptedReply
 
 KEY = "sk-" + "ab" * 32
+KEY_ID = hash_api_key(KEY)[:8]
 RATE = 100_000 * 10**6
 PRICING = ModelPricing.from_usd(
     prompt="0.000001", completion="0.000002", context_length=8192, max_completion_tokens=512
@@ -144,6 +145,7 @@ async def test_handle_raises_model_not_found_without_reserving() -> None:
         await harness.post(_chat(model="unknown"))
 
     assert harness.ledger.reservations == {}
+    assert [(r.status, r.key_id, r.charged_msat) for r in harness.observer.records] == [(404, KEY_ID, 0)]
 
 
 @pytest.mark.parametrize("model", ["VENDOR/MODEL-A", "model-a", "other/model-a-20250101", "model-a-2025-01-01"])
