@@ -5,7 +5,7 @@ import openai
 import pytest
 
 from tests.support.echo_upstream import EchoUpstream
-from tests.support.node import LedgerProbe, ServedNode, extra
+from tests.support.node import LedgerProbe, ServedNode, extra, node_settings
 
 CHAT = {"model": "echo/echo-1", "messages": [{"role": "user", "content": "hi there"}]}
 
@@ -211,3 +211,18 @@ def test_get_on_unknown_v1_route_is_404(node: ServedNode) -> None:
 
     assert response.status_code == 404
     assert _error_code(response) == "not_found"
+
+
+def test_upstream_silent_past_the_idle_timeout_is_504_and_free(
+    sqlite_database_url: str, echo: EchoUpstream, probe: LedgerProbe
+) -> None:
+    key = probe.create_key(1_000_000)
+    settings = node_settings(sqlite_database_url, echo.base_url, UPSTREAM_TIMEOUT_SECONDS="1")
+
+    with ServedNode(settings) as node:
+        response = _post(node, key, {**CHAT, "echo": {"first_byte_delay_ms": 2500}})
+
+    assert response.status_code == 504
+    assert _error_code(response) == "upstream_timeout"
+    assert probe.key(key).balance.value == 1_000_000
+    assert probe.key(key).reserved.value == 0
