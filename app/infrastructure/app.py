@@ -17,11 +17,13 @@ from app.api.controllers.proxy import LogRequestObserver, ProxyController
 from app.api.errors import EXCEPTION_HANDLERS
 from app.api.request_id import add_request_id_header, bind_request_context
 from app.domain.node import VERSION
+from app.domain.services.xcashu import PaymentModeObserver
 from app.infrastructure.container import Adapters, account_service, build_adapters, dependencies
 from app.infrastructure.logging import configure_logging
 from app.infrastructure.nostr_jobs import NostrJobs
 from app.infrastructure.proxy_wiring import build_proxy_services, start_proxy_jobs, stop_proxy_jobs
 from app.infrastructure.settings import Settings, load_settings
+from app.infrastructure.xcashu_wiring import build_x_cashu, x_cashu_dependencies
 
 MAX_BODY_BYTES = 25 * 1024 * 1024
 EXPOSED_HEADERS = [
@@ -52,14 +54,16 @@ def create_app(settings: Settings, adapters: Adapters | None = None) -> Litestar
     """Wire the app. Tests pass fakes in `adapters`; production builds the real ones."""
     wired = adapters if adapters is not None else build_adapters(settings)
     nostr = NostrJobs.build(settings, wired)
+    modes = PaymentModeObserver(LogRequestObserver())  # `payment_mode="x_cashu"` on X-Cashu requests
     proxy = build_proxy_services(
         settings,
         ledger=wired.ledger,
         clock=wired.clock,
         upstreams=wired.upstreams,
-        observer=LogRequestObserver(),
+        observer=modes,
         accounts=account_service(settings, wired),  # token as key on paid routes too
     )
+    paid = build_x_cashu(settings, wired, proxy.proxy, modes)
 
     @asynccontextmanager
     async def lifespan(_app: Litestar) -> AsyncIterator[None]:
@@ -82,7 +86,12 @@ def create_app(settings: Settings, adapters: Adapters | None = None) -> Litestar
             ModelsController,
             ProxyController,
         ],
-        dependencies={**dependencies(settings, wired), **nostr.dependencies(), **proxy.dependencies()},
+        dependencies={
+            **dependencies(settings, wired),
+            **nostr.dependencies(),
+            **proxy.dependencies(),
+            **x_cashu_dependencies(paid),
+        },
         state=State({"nostr_jobs": nostr}),
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]  # handlers take Exception subclasses
         before_request=bind_request_context,

@@ -4,11 +4,11 @@
 """
 
 from datetime import UTC, datetime
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import msgspec
 import structlog
-from litestar import Controller, get, post, route
+from litestar import Controller, Request, Response, get, post, route
 from litestar.di import NamedDependency, Provide
 from litestar.params import FromQuery, RawBody
 
@@ -24,9 +24,10 @@ from app.api.schemas import (
 from app.domain.accounts import LimitReset
 from app.domain.errors import InvalidJsonError, InvalidRequestError
 from app.domain.money import Msat
-from app.domain.services.accounts import Caller
+from app.domain.services.accounts import AccountService, Caller
 from app.domain.services.payments import BalanceService
 from app.domain.services.refunds import RefundService
+from app.domain.services.xcashu import XCashuService
 from app.domain.wallet import KeyTerms
 
 log: structlog.typing.FilteringBoundLogger = structlog.get_logger(__name__)
@@ -95,13 +96,24 @@ class BalanceController(Controller):
 
     @post("/refund", status_code=200)
     async def refund(
-        self, caller: NamedDependency[Caller], refunds: NamedDependency[RefundService]
-    ) -> RefundTokenResponse:
+        self,
+        request: Request[Any, Any, Any],
+        accounts: NamedDependency[AccountService],
+        refunds: NamedDependency[RefundService],
+        paid: NamedDependency[XCashuService],
+    ) -> Response[RefundTokenResponse]:
+        """The key's available balance as a token; with `X-Cashu: <original token>`, that token's change (§9.1)."""
+        x_cashu = request.headers.get("x-cashu", "").strip()
+        if x_cashu:
+            refund = await paid.refund(x_cashu)
+            log.info("refund_issued", amount=refund.amount, unit=refund.unit, repeated=refund.repeated, x_cashu=True)
+            return Response(RefundTokenResponse.from_domain(refund), headers={"x-cashu": refund.token})
+        caller = await accounts.authenticate(request.headers.get("authorization"))
         refund = await refunds.refund(caller.key)
         log.info(
             "refund_issued", key_id=caller.key.key_id, amount=refund.amount, unit=refund.unit, repeated=refund.repeated
         )
-        return RefundTokenResponse.from_domain(refund)
+        return Response(RefundTokenResponse.from_domain(refund))
 
 
 class WalletAliasController(BalanceController):

@@ -11,7 +11,8 @@ from litestar.response import Stream
 
 from app.api.request_id import request_id_of
 from app.domain.errors import NotFoundError
-from app.domain.services.proxy import CompletedRequest, ProxyRequest, ProxyService
+from app.domain.services.proxy import CompletedRequest, ProxyRequest
+from app.domain.services.xcashu import XCashuService
 
 log: structlog.typing.FilteringBoundLogger = structlog.get_logger(__name__)
 
@@ -25,11 +26,11 @@ class LogRequestObserver:
         log.info("request_completed", **asdict(record))
 
 
-async def _proxy(request: Request[Any, Any, Any], proxy: ProxyService) -> Response[bytes] | Stream:
+async def _proxy(request: Request[Any, Any, Any], paid: XCashuService) -> Response[bytes] | Stream:
     path = request.scope["path"]
     relative = path[3:] if path.startswith("/v1/") else path
     headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in request.scope["headers"]]
-    reply = await proxy.handle(
+    reply = await paid.handle(
         ProxyRequest(
             path=relative,
             body=await request.body(),
@@ -49,16 +50,16 @@ class ProxyController(Controller):
 
     @post(["/v1/{path:path}"], status_code=200)
     async def proxy(
-        self, request: Request[Any, Any, Any], proxy: NamedDependency[ProxyService]
+        self, request: Request[Any, Any, Any], paid: NamedDependency[XCashuService]
     ) -> Response[bytes] | Stream:
-        """Forward to the upstream serving `model`, billed from the reported usage."""
-        return await _proxy(request, proxy)
+        """Forward to the upstream serving `model`, billed from the reported usage (key, token or X-Cashu)."""
+        return await _proxy(request, paid)
 
     @post(list(ALIASES), status_code=200, include_in_schema=False)
     async def alias(
-        self, request: Request[Any, Any, Any], proxy: NamedDependency[ProxyService]
+        self, request: Request[Any, Any, Any], paid: NamedDependency[XCashuService]
     ) -> Response[bytes] | Stream:
-        return await _proxy(request, proxy)
+        return await _proxy(request, paid)
 
     @get(["/v1/{path:path}"], include_in_schema=False)
     async def other_get(self) -> None:

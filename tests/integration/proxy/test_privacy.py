@@ -18,8 +18,7 @@ CLIENT_HEADERS = {
     "x-forwarded-proto": "https",
     "forwarded": "for=203.0.113.9",
     "x-real-ip": "203.0.113.9",
-    "user-agent": "client-agent/1.0",
-    "x-cashu": "cashuBnotarealtoken",
+    "user-agent": "client-agent/1.0",  # X-Cashu is a credential now: see payments/test_xcashu.py
     "refund-lnurl": "someone@example.com",
     "key-expiry-time": "1999999999",
     "openai-beta": "assistants=v2",
