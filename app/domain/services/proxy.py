@@ -28,7 +28,9 @@ from app.domain.errors import (
     InvalidJsonError,
     InvalidRequestError,
     KeyExpiredError,
+    MissingApiKeyError,
     ModelNotFoundError,
+    PaymentRequiredError,
     PriceUnavailableError,
     RequestTooLargeError,
     UpstreamError,
@@ -147,6 +149,7 @@ class _Call:
     shape: RequestShape
     rate: int | None
     started: float
+    matches: list[Match] = field(default_factory=list)
     reservation_id: str = ""
     reserved: Msat = field(default_factory=Msat.zero)
     offer: ModelOffer | None = None
@@ -338,8 +341,43 @@ class ProxyService:
     # -- pipeline --------------------------------------------------------------------------------------------------
     async def handle(self, request: ProxyRequest) -> ProxyReply:
         """Raises the DomainErrors of SPEC §15 before anything is forwarded; upstream failures after reserving
-        release the hold first."""
+        release the hold first. Every request, refused or not, gets exactly one `request_completed` record."""
         started = time.perf_counter()
+        try:
+            call = await self._prepare(request, started)
+        except DomainError as exc:
+            self._observer.request_completed(_refused_record(request, exc, started))
+            raise
+        ordered = self._order(call.matches, call)
+        try:
+            return await self._forward(call, ordered)
+        except BaseException as exc:
+            if call.reservation_id and not call.settling:
+                await self._detached(self._release(call))
+            if not call.observed:
+                self._observe(call, status=_refusal_status(exc), charged=Msat(0), estimated=False)
+            raise
+
+    async def quote(self, request: ProxyRequest) -> tuple[str | None, Msat]:
+        """The request's model and the reservation `R` of its first candidate (SPEC §6.1 step 2, §6.2 creq), with no
+        credential check, storage call or money moved. Raises the refusals of `handle` that precede the credential
+        (400/404/413/503), and UpstreamError when no upstream serves the model."""
+        anonymous = ProxyRequest(
+            path=request.path,
+            body=request.body,
+            headers=request.headers,
+            authorization="Bearer sk-" + "0" * 64,  # well-formed, so resolving it needs no storage call
+            request_id=request.request_id,
+        )
+        call = await self._prepare(anonymous, time.perf_counter())
+        ordered = self._order(call.matches, call)
+        if not ordered:
+            msg = "No upstream is available for this model"
+            raise UpstreamError(msg)
+        return call.model, self._reservation_for(call, ordered[0])
+
+    async def _prepare(self, request: ProxyRequest, started: float) -> "_Call":
+        """Steps of SPEC §8.1 before any money moves: size, JSON, model, price freshness, credential."""
         if len(request.body) > MAX_BODY_BYTES:
             msg = "The request body exceeds 25 MiB"
             raise RequestTooLargeError(msg)
@@ -368,7 +406,7 @@ class ProxyService:
         key_hash = _sk_key_hash(request.authorization)
         if key_hash is None:  # a Cashu token as key, or a bad credential: the account service decides
             key_hash = (await self._accounts.authenticate(request.authorization)).key.key_hash
-        call = _Call(
+        return _Call(
             request=request,
             key_hash=key_hash,
             body=body,
@@ -381,63 +419,8 @@ class ProxyService:
             started=started,
             stream_id=f"chatcmpl-{uuid.uuid4()}",
             created=_now_unix(),
+            matches=matches,
         )
-        ordered = self._order(matches, call)
-        try:
-            return await self._forward(call, ordered)
-        except BaseException as exc:
-            if call.reservation_id and not call.settling:
-                await self._detached(self._release(call))
-            if not call.observed:
-                self._observe(call, status=_refusal_status(exc), charged=Msat(0), estimated=False)
-            raise
-
-    async def quote(self, request: ProxyRequest) -> tuple[str | None, Msat]:
-        """The request's model and the reservation `R` of its first candidate (SPEC §6.1 step 2, §6.2 creq), with no
-        credential check, storage call or money moved. Raises the refusals of `handle` that precede the credential
-        (400/404/413/503), and UpstreamError when no upstream serves the model."""
-        if len(request.body) > MAX_BODY_BYTES:
-            msg = "The request body exceeds 25 MiB"
-            raise RequestTooLargeError(msg)
-        multipart = multipart_model(request.body) if _is_multipart(request.headers) else None
-        body = {"model": multipart[0]} if multipart else _decode(request.body)
-        route = request.path if request.path.startswith("/") else "/" + request.path
-        model = body.get("model")
-        if model is not None and not isinstance(model, str):
-            msg = "model must be a string"
-            raise InvalidRequestError(msg, details={"param": "model"})
-        if model is None and route in PRICED_ROUTES:
-            msg = "model is required"
-            raise InvalidRequestError(msg, details={"param": "model"})
-        matches = self._candidates(model, route)
-        rate = self._rate()
-        if rate is None and not self._policy.fixed_mode:
-            msg = "The BTC/USD rate is stale; try again shortly"
-            raise PriceUnavailableError(msg)
-        prompt = measure_prompt(body)
-        shape = RequestShape(
-            est_prompt=prompt.reservation_tokens(),
-            req_max=validate_max_tokens(body),
-            n_images=prompt.images,
-            no_output=route == EMBEDDINGS,
-        )
-        call = _Call(
-            request=request,
-            key_hash="",
-            body=body,
-            model=model,
-            route=route,
-            streamed=False,
-            prompt=prompt,
-            shape=shape,
-            rate=rate,
-            started=time.perf_counter(),
-        )
-        ordered = self._order(matches, call)
-        if not ordered:
-            msg = "No upstream is available for this model"
-            raise UpstreamError(msg)
-        return model, self._reservation_for(call, ordered[0])
 
     def _candidates(self, model: str | None, route: str) -> list[Match]:
         if model is None:
@@ -916,9 +899,44 @@ def _upstream_failure(response: UpstreamResponse) -> DomainError:
     return UpstreamError(f"The upstream answered {response.status}")
 
 
+def _refused_record(request: ProxyRequest, error: DomainError, started: float) -> CompletedRequest:
+    """The log record of a request refused before a credential was resolved: nothing reserved or charged."""
+    key_hash = _sk_key_hash(request.authorization)
+    return CompletedRequest(
+        request_id=request.request_id,
+        key_id=key_id(key_hash) if key_hash else None,
+        model=None,
+        provider=None,
+        prompt_tokens=0,
+        completion_tokens=0,
+        reserved_msat=0,
+        charged_msat=0,
+        status=_refusal_status(error),
+        duration_ms=int((time.perf_counter() - started) * 1000),
+        upstream_ms=None,
+        streamed=False,
+        payment_mode="key",
+        estimated=False,
+        failovers=0,
+    )
+
+
+_STATUS_BY_REFUSAL: Final[tuple[tuple[type[DomainError], int], ...]] = (
+    (InvalidJsonError, 400),
+    (InvalidRequestError, 400),
+    (RequestTooLargeError, 413),
+    (ModelNotFoundError, 404),
+    (PriceUnavailableError, 503),
+    (MissingApiKeyError, 401),
+)
+
+
 def _refusal_status(error: BaseException) -> int:
-    """The status a request refused after its credential was read ends with, for the log line."""
-    if isinstance(error, InsufficientBalanceError | BalanceLimitExceededError):
+    """The status a refused request ends with, for the log line (the API maps the error the same way)."""
+    for kind, status in _STATUS_BY_REFUSAL:
+        if isinstance(error, kind):
+            return status
+    if isinstance(error, InsufficientBalanceError | BalanceLimitExceededError | PaymentRequiredError):
         return 402
     if isinstance(error, KeyExpiredError):
         return 403
