@@ -1,5 +1,7 @@
-"""Wiring of the paid proxy: upstream clients, the pricing policy, the rate, catalog and proxy services, and
-their background jobs (catalog and rate refresh, lease heartbeat, sweeper)."""
+"""Wiring of the paid proxy: upstream clients, pricing policy, rate, catalog and proxy services, and their jobs.
+
+The jobs are the catalog and rate refresh, the lease heartbeat (lease/3) and the sweeper (lease/2).
+"""
 
 import asyncio
 from collections.abc import Awaitable, Callable, Mapping

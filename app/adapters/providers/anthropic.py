@@ -1,5 +1,7 @@
-"""Anthropic: native `POST {base}/messages` with `x-api-key` and `anthropic-version`; chat completions go to its
-OpenAI-compatible endpoint with the same key (SPEC §8.2)."""
+"""Anthropic: native `/messages` with `x-api-key` and `anthropic-version`, plus its OpenAI-compatible endpoint.
+
+Chat completions go to Anthropic's OpenAI-compatible endpoint with the same key (SPEC §8.2).
+"""
 
 import httpx
 
