@@ -179,8 +179,8 @@ class XCashuService:
 
     async def _x_cashu(self, request: ProxyRequest, raw: str) -> ProxyReply:
         payments = self._require_payments()
+        model, required = await self._proxy.quote(request)  # body, model and price checks come first (SPEC §8.1)
         token = payments.redemption.check(raw)  # offline: decode, trusted mint, unit
-        model, required = await self._proxy.quote(request)
         fee = await payments.mint.input_fee(token.mint, token.proofs)
         worth = unit_to_msat(max(token.amount - fee, 0), token.unit)
         key_hash = token_key_hash(raw)

@@ -11,6 +11,7 @@ import pytest
 
 from app.domain.cashu import ProofStateKind
 from app.domain.money import MSAT_PER_SAT
+from app.domain.wallet import token_key_hash
 from tests.integration.payments.conftest import CODEC, TableCounts, new_token, proof_states, with_mint
 from tests.support.echo_upstream import EchoUpstream
 from tests.support.forwarder import TcpForwarder
@@ -85,6 +86,28 @@ async def test_x_cashu_stream_ends_with_change_event_before_done_and_nutshell_re
     assert cost["usage"]["cost_sats"] + change["amount"] == 100
     receiver = NutshellWallet(trusted_mint.url, tmp_path / "receiver")
     assert await receiver.receive(change["x_cashu"]) == change["amount"]
+
+
+async def test_x_cashu_change_on_postgresql_is_journaled_once_per_request(
+    postgres_database_url: str, echo: EchoUpstream, wallet: NutshellWallet, tmp_path: Path
+) -> None:
+    settings = node_settings(postgres_database_url, echo.base_url, CASHU_MINTS=wallet.mint_url)
+    token = await new_token(wallet, 100)
+    with ServedNode(settings) as node:
+        async with httpx.AsyncClient(base_url=node.url, timeout=30) as http:
+            response = await http.post("/v1/chat/completions", json=CHAT, headers={"X-Cashu": token})
+            refund = await http.post("/v1/balance/refund", headers={"X-Cashu": token})
+
+    assert response.status_code == 200, response.text
+    change = CODEC.decode_token(response.headers["x-cashu"])
+    assert response.json()["usage"]["cost_sats"] + change.amount == 100
+    assert refund.json()["token"] == response.headers["x-cashu"]
+    tables = TableCounts(postgres_database_url)  # shared by the run: count this token's key only
+    key_hash = token_key_hash(token)
+    assert await tables.count("refunds", key_hash=key_hash, kind="change") == 1
+    assert await tables.count("ledger_entries", key_hash=key_hash, kind="charge") == 1
+    receiver = NutshellWallet(wallet.mint_url, tmp_path / "receiver")
+    assert await receiver.receive(response.headers["x-cashu"]) == change.amount
 
 
 # -- scenario 4: the X-Cashu refund ------------------------------------------------------------------------------------
