@@ -16,6 +16,7 @@ from app.domain.errors import (
     InsufficientBalanceError,
     MintUnreachableError,
     PaymentRequiredError,
+    RefundConflictError,
     RequestInProgressError,
     TokenAlreadySpentError,
     TokenNotFoundError,
@@ -30,7 +31,7 @@ from app.domain.services.payments import MintPolicy, RedemptionService
 from app.domain.services.proxy import CompletedRequest, ProxyReply, ProxyRequest, ProxyService, ProxyTimings
 from app.domain.services.refunds import RefundService
 from app.domain.services.xcashu import PaymentModeObserver, XCashuPayments, XCashuService, x_cashu_token
-from app.domain.wallet import RefundKind, RefundState, token_key_hash
+from app.domain.wallet import NewRedemption, RefundKind, RefundState, token_key_hash
 from tests.fakes.clock import FixedClock
 from tests.fakes.ledger import InMemoryLedger, InMemoryLedgerAudit
 from tests.fakes.mint import FakeMint
@@ -461,4 +462,58 @@ async def test_refund_sends_available_balance_of_token_key() -> None:
 
     assert env.codec.decode_token(refund.token).amount == 64
     assert env.ledger.keys[token_key_hash(token)].balance == Msat(0)
+    await env.audit()
+
+
+async def test_refund_raises_request_in_progress_while_the_redemption_is_pending() -> None:
+    env = _env([])
+    raw = env.token(64)
+    token = env.codec.decode_token(raw)
+    claim = NewRedemption(
+        token_hash=token.token_hash,
+        key_hash=token_key_hash(raw),
+        mint_url=MINT,
+        unit="sat",
+        amount=64,
+        fee=0,
+        input_ys=tuple(env.mint.proof_ys(token.proofs)),
+        now=env.clock.now(),
+    )
+    await env.redemptions.claim(claim)
+
+    with pytest.raises(RequestInProgressError):
+        await env.service.refund(raw)
+
+
+async def test_refund_raises_refund_conflict_when_the_balance_moved_meanwhile() -> None:
+    env = _env([])
+    token = env.token(64)
+    await env.redemption.redeem(token, key_hash=token_key_hash(token))
+    env.wallet.fail_next = RefundConflictError("balance moved")
+
+    with pytest.raises(RefundConflictError):
+        await env.service.refund(token)
+
+    assert env.ledger.keys[token_key_hash(token)].balance == Msat(64_000)
+
+
+async def test_handle_keeps_funds_on_the_token_key_when_streaming_client_leaves() -> None:
+    chunks = [b'data: {"id":"c","choices":[{"delta":{"content":"a"}}]}\n\n'] * 3
+    usage = b"data: " + json.dumps({"id": "c", "choices": [], "usage": USAGE}).encode() + b"\n\n"
+    env = _env([ScriptedReply(content_type="text/event-stream", chunks=[*chunks, usage, b"data: [DONE]\n\n"])])
+    token = env.token(64)
+    reply = await env.service.handle(env.request(_chat(stream=True), x_cashu=token))
+    stream = reply.stream
+    assert stream is not None
+
+    first = await anext(stream)
+    await stream.aclose()  # type: ignore[attr-defined]  # an async generator
+    await env.proxy.wait_idle(5)
+
+    assert first.startswith(b"data: ")
+    assert env.wallet.refunds == {}
+    key = env.ledger.keys[token_key_hash(token)]
+    assert (key.reserved, len(env.ledger.settlements)) == (Msat(0), 1)
+    refund = await env.service.refund(token)
+    assert refund.amount == key.available.value // 1000
     await env.audit()
