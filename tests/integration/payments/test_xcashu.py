@@ -1,8 +1,9 @@
 """X-Cashu pay-per-request and NUT-24 against real nutshell mints, the echo upstream and the served node
 (SPEC §18 scenarios 3, 4, 9 and the X-Cashu part of 12)."""
 
+import asyncio
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -32,6 +33,15 @@ def echo() -> Iterator[EchoUpstream]:
 def served(sqlite_database_url: str, echo: EchoUpstream, trusted_mint: RunningMint) -> Iterator[ServedNode]:
     with ServedNode(node_settings(sqlite_database_url, echo.base_url, CASHU_MINTS=trusted_mint.url)) as node:
         yield node
+
+
+async def _wait_for(condition: Callable[[], bool], seconds: float = 20.0) -> None:
+    for _ in range(int(seconds / 0.05)):
+        if condition():
+            return
+        await asyncio.sleep(0.05)
+    msg = "condition not reached in time"
+    raise AssertionError(msg)
 
 
 def _data_events(text: str) -> list[str]:
@@ -188,6 +198,51 @@ async def test_x_cashu_change_is_pending_while_mint_is_down_then_refund_pays_it(
         assert refund.json()["sats"] == str(owed)
         receiver = NutshellWallet(forwarder.url, tmp_path / "receiver")
         assert await receiver.receive(refund.json()["token"]) == owed
+
+
+async def test_x_cashu_non_streamed_change_pending_header_while_mint_is_down(
+    sqlite_database_url: str, echo: EchoUpstream, trusted_mint: RunningMint, tmp_path: Path
+) -> None:
+    with TcpForwarder(trusted_mint.port) as forwarder:
+        settings = node_settings(
+            sqlite_database_url, echo.base_url, CASHU_MINTS=forwarder.url, MINT_RETRY_MAX_ATTEMPTS="1"
+        )
+        token = await new_token(NutshellWallet(forwarder.url, tmp_path / "wallet"), 64)
+        body = {**CHAT, "echo": {"first_byte_delay_ms": 1500}}
+        with ServedNode(settings) as node:
+            async with httpx.AsyncClient(base_url=node.url, timeout=60) as http:
+                call = asyncio.create_task(http.post("/v1/chat/completions", json=body, headers={"X-Cashu": token}))
+                await _wait_for(lambda: any(r.method == "POST" for r in echo.received))  # redeemed, upstream waits
+                forwarder.down()
+                response = await call
+                forwarder.up()
+                refund = await http.post("/v1/balance/refund", headers={"X-Cashu": token})
+
+    assert response.status_code == 200, response.text
+    owed = 64 - response.json()["usage"]["cost_sats"]
+    assert "x-cashu" not in response.headers
+    assert response.headers["x-routstr-change-pending"] == str(owed)
+    assert refund.status_code == 200, refund.text
+    assert CODEC.decode_token(refund.json()["token"]).amount == owed
+
+
+async def test_x_cashu_responses_stream_ends_with_named_change_event(
+    served: ServedNode, wallet: NutshellWallet
+) -> None:
+    token = await new_token(wallet, 50)
+    body = {"model": "echo/echo-1", "input": "hello there", "stream": True, "max_output_tokens": 16}
+    async with httpx.AsyncClient(base_url=served.url, timeout=30) as http:
+        response = await http.post("/v1/responses", json=body, headers={"X-Cashu": token})
+
+    blocks = [b for b in response.text.replace("\r\n", "\n").split("\n\n") if b.strip()]
+    assert response.status_code == 200
+    assert blocks[-1].startswith("event: routstr.change\ndata: ")
+    change = json.loads(blocks[-1].split("data: ", 1)[1])
+    completed = json.loads(blocks[-2].split("data: ", 1)[1])
+    assert completed["type"] == "response.completed"
+    assert change["id"] == completed["response"]["id"]
+    assert change["amount"] + completed["response"]["usage"]["cost_sats"] == 50
+    assert CODEC.decode_token(change["x_cashu"]).amount == change["amount"]
 
 
 # -- scenario 9: NUT-24 --------------------------------------------------------------------------------------------
