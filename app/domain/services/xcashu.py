@@ -15,7 +15,6 @@ from app.domain.errors import (
     DomainError,
     InsufficientBalanceError,
     InvalidCashuTokenError,
-    MissingApiKeyError,
     PaymentRequiredError,
     RequestInProgressError,
     TokenAlreadySpentError,
@@ -145,17 +144,19 @@ class XCashuService:
         return await self._x_cashu(request, raw)
 
     async def _keyed(self, request: ProxyRequest) -> ProxyReply:
-        try:
-            return await self._proxy.handle(request)
-        except (MissingApiKeyError, PaymentRequiredError) as exc:
-            if bearer_credential(request.authorization) is not None:
-                raise
-            model, required = await self._proxy.quote(request)
+        if bearer_credential(request.authorization) is None:
+            try:
+                model, required = await self._proxy.quote(request)
+            except DomainError:
+                return await self._proxy.handle(request)  # the same refusal, with its `request_completed` record
+            self._refused(request, None, model, status=402, payment_mode="key")
             demand = PaymentRequiredError(
                 "Payment required: pay the X-Cashu payment request or send an API key",
                 details=demand_details(required, Msat(0), model),
             )
-            raise self._demand(demand, required, model) from exc
+            raise self._demand(demand, required, model)
+        try:
+            return await self._proxy.handle(request)
         except _PAYMENT_DEMANDS as exc:
             raise await self._with_creq(exc, request) from None
 
@@ -219,14 +220,22 @@ class XCashuService:
             return replace(reply, headers={**reply.headers, **_change_headers(change)})
         return replace(reply, stream=self._with_change(reply.stream, paid, typed=_route(request.path) in TYPED_ROUTES))
 
-    def _refused(self, request: ProxyRequest, key_hash: str, model: str | None, *, status: int) -> None:
-        """The `request_completed` record of an X-Cashu request refused before the proxy saw it."""
+    def _refused(
+        self,
+        request: ProxyRequest,
+        key_hash: str | None,
+        model: str | None,
+        *,
+        status: int,
+        payment_mode: str = "x_cashu",
+    ) -> None:
+        """The `request_completed` record of a request refused here, before the proxy saw it."""
         if self._modes is None:
             return
         self._modes.request_completed(
             CompletedRequest(
                 request_id=request.request_id,
-                key_id=key_id(key_hash),
+                key_id=key_id(key_hash) if key_hash else None,
                 model=model,
                 provider=None,
                 prompt_tokens=0,
@@ -237,7 +246,7 @@ class XCashuService:
                 duration_ms=0,
                 upstream_ms=None,
                 streamed=False,
-                payment_mode="x_cashu",
+                payment_mode=payment_mode,
                 estimated=False,
                 failovers=0,
             )

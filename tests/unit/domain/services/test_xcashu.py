@@ -15,6 +15,7 @@ from app.domain.errors import (
     ChangeUnavailableError,
     InsufficientBalanceError,
     MintUnreachableError,
+    ModelNotFoundError,
     PaymentRequiredError,
     RefundConflictError,
     RequestInProgressError,
@@ -376,6 +377,17 @@ async def test_handle_answers_payment_required_with_creq_when_no_credential() ->
     assert creq.amount == -(-details["required_msat"] // 1000)
     assert creq.description == "routstr vendor/model-a"
     assert env.ledger.reservations == {}
+    assert [(r.status, r.key_id, r.model) for r in env.observer.records] == [(402, None, "vendor/model-a")]
+
+
+async def test_handle_refuses_unknown_model_before_asking_for_payment_when_no_credential() -> None:
+    env = _env([_json({"id": "x", "choices": [], "usage": USAGE})])
+
+    with pytest.raises(ModelNotFoundError) as caught:
+        await env.service.handle(env.request(_chat(model="nope")))
+
+    assert caught.value.payment_request is None
+    assert [r.status for r in env.observer.records] == [404]
 
 
 async def test_handle_attaches_creq_to_insufficient_balance_of_a_key() -> None:
