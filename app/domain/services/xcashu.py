@@ -254,7 +254,10 @@ class XCashuService:
 
     async def _change(self, paid: _Paid) -> Change:
         """Send the key's available balance back (sat rounded down); a failure leaves it on the key as `pending`."""
-        key = await paid.payments.ledger.get_key(paid.key_hash)
+        try:
+            key = await paid.payments.ledger.get_key(paid.key_hash)
+        except DomainError:  # storage hiccup: whatever is owed stays on the key
+            return Change(token=None, amount=0, unit=paid.token.unit, pending=True)
         unit = (key.refund_unit if key is not None else None) or paid.token.unit
         if key is None:
             return Change(token=None, amount=0, unit=unit)
