@@ -161,15 +161,17 @@ class XCashuService:
             raise await self._with_creq(exc, request) from None
 
     async def _with_creq(self, exc: DomainError, request: ProxyRequest) -> DomainError:
+        """Completes the 402's details (required, available, model; other details are kept) and adds the creq."""
         details = dict(exc.details or {})
         required = details.get("required_msat")
         model = details.get("model")
-        if not isinstance(required, int) or not isinstance(model, str | None):
-            model, quoted = await self._proxy.quote(request)
-            required = quoted.value
+        if not isinstance(required, int) or not isinstance(model, str):
+            quoted_model, quoted = await self._proxy.quote(request)
+            model = model if isinstance(model, str) else quoted_model
+            required = required if isinstance(required, int) else quoted.value
         available = details.get("available_msat")
-        details = demand_details(Msat(required), Msat(available if isinstance(available, int) else 0), model)
-        exc.details = details
+        available_msat = Msat(available if isinstance(available, int) else 0)
+        exc.details = {**details, **demand_details(Msat(required), available_msat, model)}
         return self._demand(exc, Msat(required), model)
 
     def _demand(self, exc: DomainError, required: Msat, model: str | None) -> DomainError:

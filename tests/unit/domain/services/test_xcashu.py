@@ -12,6 +12,7 @@ from app.adapters.cashu.codec import CashuTokenCodec
 from app.domain.accounts import NewApiKey, ReservationRequest, hash_api_key
 from app.domain.catalog import Catalog, ModelOffer
 from app.domain.errors import (
+    BalanceLimitExceededError,
     ChangeUnavailableError,
     InsufficientBalanceError,
     MintUnreachableError,
@@ -529,3 +530,32 @@ async def test_handle_keeps_funds_on_the_token_key_when_streaming_client_leaves(
     refund = await env.service.refund(token)
     assert refund.amount == key.available.value // 1000
     await env.audit()
+
+
+async def test_handle_attaches_creq_and_model_to_balance_limit_refusal_keeping_its_details() -> None:
+    env = _env([_json({"id": "x", "choices": [], "usage": USAGE})])
+    new = NewApiKey(hash_api_key(KEY), Msat(10**7), env.clock.now(), balance_limit=Msat(10))
+    await env.ledger.create_key(new)
+
+    with pytest.raises(BalanceLimitExceededError) as caught:
+        await env.service.handle(env.request(_chat(), authorization=f"Bearer {KEY}"))
+
+    details: dict[str, Any] = dict(caught.value.details or {})
+    assert details["model"] == "vendor/model-a"
+    assert details["limit_msat"] == 10
+    assert caught.value.payment_request is not None
+    creq = env.codec.decode_payment_request(caught.value.payment_request)
+    assert creq.amount == -(-details["required_msat"] // 1000)
+    assert creq.description == "routstr vendor/model-a"
+
+
+def test_payment_mode_observer_marks_only_x_cashu_requests_once() -> None:
+    inner = RecordingObserver()
+    modes = PaymentModeObserver(inner)
+    record = CompletedRequest("r1", None, None, None, 0, 0, 0, 0, 200, 1, None, False, "key", False, 0)
+    modes.mark("r1")
+
+    modes.request_completed(record)
+    modes.request_completed(record)
+
+    assert [r.payment_mode for r in inner.records] == ["x_cashu", "key"]
