@@ -195,6 +195,9 @@ class XCashuService:
             )
             raise self._demand(demand, required, model)
         redeemed = await payments.redemption.redeem(raw, key_hash=key_hash)
+        if redeemed.key.available < required and redeemed.key.balance >= required:  # held by a request in flight
+            msg = "A request paid with this token is still running; retry when it has finished"
+            raise RequestInProgressError(msg)
         if redeemed.key.available < required:  # credited by an earlier request whose funds are gone
             msg = "This X-Cashu token was already used; fetch its change with POST /v1/balance/refund"
             raise TokenAlreadySpentError(msg, details={"hint": "POST /v1/balance/refund with X-Cashu: <token>"})

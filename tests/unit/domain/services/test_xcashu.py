@@ -559,3 +559,18 @@ def test_payment_mode_observer_marks_only_x_cashu_requests_once() -> None:
     modes.request_completed(record)
 
     assert [r.payment_mode for r in inner.records] == ["x_cashu", "key"]
+
+
+async def test_handle_answers_request_in_progress_when_a_retry_finds_the_funds_held() -> None:
+    env = _env([_json({"id": "x", "choices": [], "usage": USAGE})])
+    token = env.token(64)
+    redeemed = await env.redemption.redeem(token, key_hash=token_key_hash(token))
+    now = env.clock.now()
+    hold = ReservationRequest("first", redeemed.key.key_hash, Msat(63_500), now, now + timedelta(seconds=60))
+    await env.ledger.reserve(hold)
+
+    with pytest.raises(RequestInProgressError):
+        await env.service.handle(env.request(_chat(), x_cashu=token))
+
+    assert env.upstream.requests == []
+    assert env.wallet.refunds == {}
