@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 import openai
 
+from scripts.demo_xcashu import x_cashu_story
 from tests.support.backends import free_port
 from tests.support.echo_upstream import EchoUpstream
 from tests.support.mint import RunningMint, start_mint
@@ -207,6 +208,9 @@ def main() -> int:
                     say(f"model {model['id']}: max_cost {model['sats_pricing']['max_cost']} sat")
                 prepaid_key_story(node, http, models[0]["id"])
                 token_as_key_story(node, http, mint, models[0]["id"])
+                x_cashu_story(
+                    node_url=node.url, mint_url=mint.url, model=models[0]["id"], workdir=WORKDIR, say=say, step=step
+                )
                 step("Ledger audit: routstr audit")
                 say(node.cli("audit"))
         finally:
