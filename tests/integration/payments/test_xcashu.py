@@ -336,3 +336,41 @@ async def test_x_cashu_upstream_500_returns_the_whole_token_as_change_and_charge
     assert await tables.count("ledger_entries", kind="charge") == 0
     receiver = NutshellWallet(trusted_mint.url, tmp_path / "receiver")
     assert await receiver.receive(error["refund_token"]) == 32
+
+
+# -- concurrency ------------------------------------------------------------------------------------------------------
+async def test_concurrent_x_cashu_requests_on_postgresql_each_get_their_own_change(
+    postgres_database_url: str, echo: EchoUpstream, wallet: NutshellWallet
+) -> None:
+    tokens = [await new_token(wallet, 16) for _ in range(6)]
+    shared = await new_token(wallet, 64)
+    settings = node_settings(postgres_database_url, echo.base_url, CASHU_MINTS=wallet.mint_url)
+    with ServedNode(settings) as node:
+        async with httpx.AsyncClient(base_url=node.url, timeout=60) as http:
+            distinct = await asyncio.gather(
+                *(
+                    http.post("/v1/chat/completions", json={**CHAT, "stream": n % 2 == 0}, headers={"X-Cashu": t})
+                    for n, t in enumerate(tokens)
+                )
+            )
+            same = await asyncio.gather(
+                *(http.post("/v1/chat/completions", json=CHAT, headers={"X-Cashu": shared}) for _ in range(4))
+            )
+
+    for n, response in enumerate(distinct):
+        assert response.status_code == 200, response.text
+        if n % 2 == 0:
+            events = _data_events(response.text)
+            change, cost = json.loads(events[-2])["amount"], json.loads(events[-3])["usage"]["cost_sats"]
+        else:
+            change = CODEC.decode_token(response.headers["x-cashu"]).amount
+            cost = response.json()["usage"]["cost_sats"]
+        assert change + cost == 16
+    statuses = sorted(r.status_code for r in same)
+    assert 200 in statuses
+    assert set(statuses) <= {200, 400, 425, 503}, [r.text for r in same]
+    tables = TableCounts(postgres_database_url)  # shared by the run: count these keys only
+    assert await tables.count("ledger_entries", key_hash=token_key_hash(shared), kind="deposit") == 1
+    paid_back = sum(CODEC.decode_token(r.headers["x-cashu"]).amount for r in same if "x-cashu" in r.headers)
+    costs = sum(r.json()["usage"]["cost_sats"] for r in same if r.status_code == 200)
+    assert paid_back + costs <= 64
