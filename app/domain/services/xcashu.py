@@ -59,17 +59,6 @@ class Change:
 
 
 @dataclass(frozen=True, slots=True)
-class _Paid:
-    """One redeemed X-Cashu request: where its change comes from and where it goes."""
-
-    payments: "XCashuPayments"
-    token: Token
-    key_hash: str
-    request_id: str
-    model: str | None
-
-
-@dataclass(frozen=True, slots=True)
 class XCashuPayments:
     """The Cashu side: redemption into the token's key, sends (change, refunds) and the records behind them."""
 
@@ -79,6 +68,17 @@ class XCashuPayments:
     ledger: Ledger
     wallet: Wallet
     redemptions: Redemptions
+
+
+@dataclass(frozen=True, slots=True)
+class _Paid:
+    """One redeemed X-Cashu request: where its change comes from and where it goes."""
+
+    payments: XCashuPayments
+    token: Token
+    key_hash: str
+    request_id: str
+    model: str | None
 
 
 class PaymentModeObserver:
