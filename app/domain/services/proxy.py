@@ -675,7 +675,17 @@ class ProxyService:
                 if item is None:
                     finished = True
                     return
-                yield item
+                parts, ended = [item], False
+                while not queue.empty():  # write what is already parsed in one go; never wait for more
+                    more = queue.get_nowait()
+                    if more is None:
+                        ended = True
+                        break
+                    parts.append(more)
+                yield item if len(parts) == 1 else b"".join(parts)
+                if ended:
+                    finished = True
+                    return
         finally:
             if not finished:
                 self._client_left(call, queue)
@@ -752,10 +762,15 @@ class ProxyService:
     async def _read_stream(self, call: _Call, response: UpstreamResponse, queue: "asyncio.Queue[bytes | None]") -> None:
         framer = SseFramer()
         async for chunk in response.chunks():
-            for event in framer.feed(chunk):
-                out = self._on_event(call, event)
+            events = framer.feed(chunk)
+            if len(events) == 1:
+                out = self._on_event(call, events[0])
                 if out is not None:
                     await self._emit(call, queue, out)
+            elif events:  # the events of one read go out together, as soon as they are parsed
+                outs = [o for o in (self._on_event(call, e) for e in events) if o is not None]
+                if outs:
+                    await self._emit(call, queue, b"".join(outs))
         for event in framer.finish():
             out = self._on_event(call, event)
             if out is not None:
