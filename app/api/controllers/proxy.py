@@ -1,5 +1,8 @@
-"""Paid proxy routes: POST /v1/chat/completions, /completions, /embeddings, /responses, any other POST /v1/*,
-and their unprefixed aliases; plus the `request_completed` log line (SPEC §8, §14)."""
+"""Paid proxy routes: the POST /v1/* endpoints and their unprefixed aliases, and the `request_completed` log line.
+
+Chat completions, completions, embeddings, responses and messages, any other POST /v1/* as a passthrough
+(SPEC §8, §9, §14).
+"""
 
 from dataclasses import asdict
 from typing import Any, Final
