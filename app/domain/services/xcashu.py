@@ -284,12 +284,17 @@ class XCashuService:
         fallback_id = f"chatcmpl-{paid.request_id}"
         try:
             async for chunk in stream:
-                if chunk == DONE and not sent_change:
+                if stream_id is None:
+                    stream_id = _stream_id(chunk)
+                # `[DONE]` is written only after settlement, last, possibly joined to the events before it
+                if not sent_change and chunk.endswith(DONE):
                     sent_change = True
+                    if len(chunk) > len(DONE):
+                        yield chunk[: -len(DONE)]
                     change = await self._change(paid)
                     yield self._change_event(change, stream_id or fallback_id, paid, typed=typed)
-                elif stream_id is None:
-                    stream_id = _stream_id(chunk)
+                    yield DONE
+                    continue
                 yield chunk
             if not sent_change:
                 change = await self._change(paid)

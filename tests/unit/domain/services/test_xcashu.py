@@ -33,7 +33,7 @@ from app.domain.services.payments import MintPolicy, RedemptionService
 from app.domain.services.proxy import CompletedRequest, ProxyReply, ProxyRequest, ProxyService, ProxyTimings
 from app.domain.services.refunds import RefundService
 from app.domain.services.xcashu import PaymentModeObserver, XCashuPayments, XCashuService, x_cashu_token
-from app.domain.wallet import NewRedemption, RefundKind, RefundState, token_key_hash
+from app.domain.wallet import NewRedemption, RefundKind, RefundState, token_api_key, token_key_hash
 from tests.fakes.clock import FixedClock
 from tests.fakes.ledger import InMemoryLedger, InMemoryLedgerAudit
 from tests.fakes.mint import FakeMint
@@ -574,3 +574,56 @@ async def test_handle_answers_request_in_progress_when_a_retry_finds_the_funds_h
 
     assert env.upstream.requests == []
     assert env.wallet.refunds == {}
+
+
+class JoinedTailProxy:
+    """A PaidProxy whose stream writes the cost chunk and `[DONE]` as one piece (a coalescing relay)."""
+
+    def __init__(self, required: Msat) -> None:
+        self.required = required
+        self.quoted: list[ProxyRequest] = []
+        self.handled: list[ProxyRequest] = []
+
+    async def quote(self, request: ProxyRequest) -> tuple[str | None, Msat]:
+        self.quoted.append(request)
+        return "vendor/model-a", self.required
+
+    async def handle(self, request: ProxyRequest) -> ProxyReply:
+        self.handled.append(request)
+
+        async def stream() -> AsyncIterator[bytes]:
+            yield b'data: {"id":"chatcmpl-9","choices":[{"delta":{"content":"a"}}]}\n\n'
+            yield b'data: {"id":"chatcmpl-9","choices":[],"usage":{"cost_sats":1}}\n\ndata: [DONE]\n\n'
+
+        return ProxyReply(status=200, headers={}, media_type="text/event-stream", stream=stream())
+
+
+async def test_handle_puts_change_event_before_done_when_done_is_joined_to_the_cost_chunk() -> None:
+    env = _env([])
+    proxy = JoinedTailProxy(Msat(500))
+    service = XCashuService(
+        proxy=proxy,
+        codec=env.codec,
+        clock=env.clock,
+        mints=(MINT,),
+        unit="sat",
+        payments=XCashuPayments(
+            env.redemption,
+            RefundService(wallet=env.wallet, mint=env.mint, codec=env.codec, clock=env.clock),
+            env.mint,
+            env.ledger,
+            env.wallet,
+            env.redemptions,
+        ),
+    )
+    token = env.token(8)
+
+    reply = await service.handle(env.request(_chat(stream=True), x_cashu=token))
+    events = _data(await _drain(reply))
+
+    assert [json.loads(e).get("object") for e in events[:-1]] == [None, None, "routstr.change"]
+    assert events[-1] == "[DONE]"
+    change = json.loads(events[-2])
+    assert (change["id"], change["amount"]) == ("chatcmpl-9", 8)
+    assert [r.authorization for r in proxy.handled] == [f"Bearer {token_api_key(token)}"]
+    assert len(proxy.quoted) == 1
