@@ -2,6 +2,7 @@
 
 import asyncio
 import os
+import sqlite3
 import time
 import weakref
 from collections.abc import AsyncIterator, Callable
@@ -18,6 +19,10 @@ SQLITE_BUSY_TIMEOUT_MS: Final = 30_000
 # A pooled PostgreSQL connection idle longer than this is pinged before use (a restarted server dropped it).
 # Connections in steady use skip the ping: it was a round trip per transaction, ~0.25 ms CPU each here.
 PING_IF_IDLE_SECONDS: Final = 5.0
+# The loop-thread SQLite connection never checkpoints the WAL itself (a checkpoint writes pages back and fsyncs:
+# 5-10 ms with the whole event loop stopped). Every this many write transactions `run` starts a passive checkpoint
+# on a worker thread instead; the aiosqlite connections keep SQLite's automatic checkpoint in their own threads.
+CHECKPOINT_EVERY_WRITES: Final = 128
 _IDLE_SINCE: Final = "routstr_idle_since"
 _BEGIN_OPTION: Final = "routstr_sqlite_begin"
 
@@ -44,6 +49,10 @@ def _sqlite_on_connect(dbapi_connection: Any, _record: object) -> None:
     ):
         cursor.execute(pragma)
     cursor.close()
+
+
+def _no_autocheckpoint(dbapi_connection: Any, _record: object) -> None:
+    dbapi_connection.execute("PRAGMA wal_autocheckpoint=0")
 
 
 def _sqlite_on_begin(connection: Connection) -> None:
@@ -87,6 +96,9 @@ class SqlDatabase:
         self._sync_engine = sync_engine
         self._sync_connection: Connection | None = None
         self._lock_name = lock_name
+        self._writes_since_checkpoint = 0
+        self._checkpoint: asyncio.Task[None] | None = None
+        self._checkpoint_connection: sqlite3.Connection | None = None
 
     @classmethod
     def create(
@@ -126,6 +138,7 @@ class SqlDatabase:
         # No engine-level listener here (BEGIN is sent in `_run_here`): any would put SQLAlchemy's event dispatch on
         # every statement, about a third of its cost per statement.
         event.listen(sync_engine, "connect", _sqlite_on_connect)
+        event.listen(sync_engine, "connect", _no_autocheckpoint)
         return cls(engine, sync_engine, lock_name=os.path.realpath(parsed.database or ""))
 
     @property
@@ -151,6 +164,30 @@ class SqlDatabase:
             self._sync_connection = self._sync_engine.connect()
         return self._sync_connection
 
+    def _checkpoint_wal(self) -> None:
+        """PRAGMA wal_checkpoint(PASSIVE) on a connection of its own (runs in a worker thread)."""
+        if self._checkpoint_connection is None:
+            assert self._lock_name is not None  # noqa: S101 - only called for a SQLite file
+            self._checkpoint_connection = sqlite3.connect(
+                self._lock_name, isolation_level=None, check_same_thread=False
+            )
+        self._checkpoint_connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+
+    def _count_write(self) -> None:
+        self._writes_since_checkpoint += 1
+        if self._writes_since_checkpoint < CHECKPOINT_EVERY_WRITES or self._checkpoint is not None:
+            return
+        self._writes_since_checkpoint = 0
+        self._checkpoint = asyncio.get_running_loop().create_task(self._run_checkpoint())
+
+    async def _run_checkpoint(self) -> None:
+        try:
+            await asyncio.to_thread(self._checkpoint_wal)
+        except sqlite3.Error:
+            pass  # a busy or failed passive checkpoint is retried after the next batch of writes
+        finally:
+            self._checkpoint = None
+
     def _run_here(self, mode: str, fn: Callable[Concatenate[Connection, P], T], *args: P.args, **kwargs: P.kwargs) -> T:
         connection = self._connection()
         with connection.begin():
@@ -171,7 +208,9 @@ class SqlDatabase:
                 return await connection.run_sync(fn, *args, **kwargs)
         async with lock:
             if self._sync_engine is not None:
-                return self._run_here("BEGIN IMMEDIATE", fn, *args, **kwargs)
+                result = self._run_here("BEGIN IMMEDIATE", fn, *args, **kwargs)
+                self._count_write()
+                return result
             async with self.engine.begin() as connection:
                 return await connection.run_sync(fn, *args, **kwargs)
 
@@ -211,6 +250,11 @@ class SqlDatabase:
         return self.sessionmaker()
 
     async def dispose(self) -> None:
+        if self._checkpoint is not None:
+            await self._checkpoint
+        if self._checkpoint_connection is not None:
+            self._checkpoint_connection.close()
+            self._checkpoint_connection = None
         if self._sync_connection is not None:
             self._sync_connection.close()
             self._sync_connection = None

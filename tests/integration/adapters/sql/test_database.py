@@ -82,3 +82,23 @@ async def test_run_reconnects_when_an_idle_postgres_connection_was_dropped(postg
         await database.dispose()
         await admin.dispose()
     assert again != pid
+
+
+async def test_run_checkpoints_the_sqlite_wal_in_the_background(sqlite_database_url: str) -> None:
+    database = SqlDatabase.create(sqlite_database_url)
+    writes = 1_000
+    try:
+        await database.run(_insert_lease, "ticker")
+        for i in range(writes):
+            await database.run(
+                lambda conn, n: conn.execute(text("UPDATE job_leases SET holder = :h WHERE name = 'ticker'"), {"h": n}),
+                str(i),
+            )
+            if i % 50 == 0:
+                await asyncio.sleep(0.005)  # the server's loop yields all the time; this one only here
+        await database.run(lambda conn: conn.execute(text("DELETE FROM job_leases WHERE name = 'ticker'")))
+        frames = await database.run_read(lambda conn: conn.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)").one()[1])
+    finally:
+        await database.dispose()
+    # Without checkpoints every write would still be in the WAL (at least one frame each).
+    assert 0 <= frames < writes
