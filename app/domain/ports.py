@@ -362,12 +362,30 @@ class Redemptions(Protocol):
         `proofs` `unspent` (storing `C` and DLEQ), create the key (with the redemption's mint and unit and
         `credit.terms`) or add to its balance, and journal `deposit` with idempotency key `redeem:<token_hash>`.
 
-        Returns the key afterwards. Raises RedemptionPendingError when the row was no longer `pending`.
+        With `credit.attempt_started_at` the CAS also requires that attempt (a restarted row belongs to the new
+        attempt). Signed outputs are found by secret among the redemption's outputs, including ones a later attempt
+        detached (`stale:` op_id), so signatures a mint returned are never lost.
+
+        Returns the key afterwards. Raises RedemptionPendingError when the row was no longer `pending` (or no
+        longer this attempt's).
         """
         ...
 
-    async def finish(self, token_hash: str, state: RedemptionState, error_code: str | None, now: datetime) -> bool:
-        """CAS `pending -> failed|aborted` with `error_code`; False when the row was not pending."""
+    async def finish(
+        self,
+        token_hash: str,
+        state: RedemptionState,
+        error_code: str | None,
+        now: datetime,
+        *,
+        attempt_started_at: datetime | None = None,
+    ) -> bool:
+        """CAS `pending -> failed|aborted` with `error_code` (and, when given, only for that attempt); False when the
+        row was not pending or belongs to another attempt."""
+        ...
+
+    async def stale(self, started_before: datetime, limit: int = 100) -> Sequence[Redemption]:
+        """`pending` redemptions whose attempt started before `started_before`, oldest first (the reconciler)."""
         ...
 
 
@@ -407,10 +425,22 @@ class Wallet(Protocol):
         Idempotent: completing an issued send returns it unchanged."""
         ...
 
-    async def cancel_send(self, refund_id: str, now: datetime) -> bool:
-        """A definite failure: the reserved inputs go back to `unspent`, the row becomes `failed`, and the whole
-        debit is given back as `refund_reversal` (idempotency key `refund_reversal:<id>`). False when the row was
-        not pending."""
+    async def cancel_send(self, refund_id: str, now: datetime, *, inputs_spent: bool = False) -> bool:
+        """A definite failure: the reserved inputs go back to `unspent` (or become `spent` with `inputs_spent`, when
+        the mint reported them spent), the row becomes `failed`, and the whole debit is given back as
+        `refund_reversal` (idempotency key `refund_reversal:<id>`). False when the row was not pending/ambiguous."""
+        ...
+
+    async def send_inputs(self, refund_id: str) -> Sequence[Proof]:
+        """The send's inputs still `reserved` under `op_id=refund:<id>` (what the reconciler checks at the mint)."""
+        ...
+
+    async def unsettled(self, updated_before: datetime, limit: int = 100) -> Sequence[RefundRecord]:
+        """Token sends still `pending` or `ambiguous` and last updated before `updated_before`, oldest first."""
+        ...
+
+    async def has_unsettled(self, key_hash: str) -> bool:
+        """Whether the key has a token send that is still `pending` or `ambiguous`."""
         ...
 
     async def mark_ambiguous(self, refund_id: str, now: datetime) -> None:

@@ -151,6 +151,8 @@ class RedemptionCredit:
     credited: Msat
     now: datetime
     terms: KeyTerms = KeyTerms()
+    # The attempt this credit belongs to: the CAS also requires this `attempt_started_at` (None: any attempt).
+    attempt_started_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)

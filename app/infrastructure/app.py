@@ -22,6 +22,7 @@ from app.infrastructure.container import Adapters, account_service, build_adapte
 from app.infrastructure.logging import configure_logging
 from app.infrastructure.nostr_jobs import NostrJobs
 from app.infrastructure.proxy_wiring import build_proxy_services, start_proxy_jobs, stop_proxy_jobs
+from app.infrastructure.reconciler_jobs import ReconcilerJob
 from app.infrastructure.settings import Settings, load_settings
 from app.infrastructure.xcashu_wiring import build_x_cashu, x_cashu_dependencies
 
@@ -64,14 +65,19 @@ def create_app(settings: Settings, adapters: Adapters | None = None) -> Litestar
         accounts=account_service(settings, wired),  # token as key on paid routes too
     )
     paid = build_x_cashu(settings, wired, proxy.proxy, modes)
+    reconciler = ReconcilerJob.build(settings, wired)  # SPEC §7.4; None without Cashu adapters
 
     @asynccontextmanager
     async def lifespan(_app: Litestar) -> AsyncIterator[None]:
         nostr.start()  # background tasks only: relays never delay startup
         proxy_tasks = await start_proxy_jobs(settings, proxy)
+        if reconciler is not None:
+            reconciler.start()
         try:
             yield
         finally:
+            if reconciler is not None:
+                await reconciler.stop()
             await stop_proxy_jobs(proxy_tasks, proxy, grace_seconds=30)
             await nostr.stop()
             await wired.close()

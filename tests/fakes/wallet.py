@@ -27,6 +27,7 @@ from app.domain.wallet import (
 from tests.fakes.ledger import InMemoryLedger
 
 _P = WalletProofState
+_UNSETTLED = frozenset({RefundState.PENDING, RefundState.AMBIGUOUS})
 
 
 @dataclass
@@ -66,10 +67,11 @@ class ProofStore:
         return [r.output for r in self.rows if r.op_id == op_id and r.state is _P.ISSUING]
 
     def sign(self, op_id: str, proofs: Sequence[Proof], state: WalletProofState) -> None:
+        """Like the SQL adapter: detached (`stale:`) outputs of the op are signed too and re-attached."""
         by_secret = {p.secret: p for p in proofs}
         for row in self.rows:
-            if row.op_id == op_id and row.state is _P.ISSUING and row.output.secret in by_secret:
-                row.state, row.c = state, by_secret[row.output.secret].c
+            if row.op_id in {op_id, "stale:" + op_id} and row.state is _P.ISSUING and row.output.secret in by_secret:
+                row.state, row.c, row.op_id = state, by_secret[row.output.secret].c, op_id
 
     def detach(self, op_id: str) -> None:
         """Outputs the mint never signed leave the op (`stale:` prefix), so none stays `issuing` under it."""
@@ -172,7 +174,12 @@ class InMemoryRedemptions:
     async def credit(self, credit: RedemptionCredit, proofs: Sequence[Proof]) -> ApiKey:
         self._enter("credit", credit.token_hash)
         row = self.rows.get(credit.token_hash)
-        if row is None or row.state is not RedemptionState.PENDING:
+        fenced = credit.attempt_started_at is not None and row is not None
+        if (
+            row is None
+            or row.state is not RedemptionState.PENDING
+            or (fenced and row.attempt_started_at != credit.attempt_started_at)
+        ):
             msg = "The token is being redeemed by another request"
             raise RedemptionPendingError(msg)
         self.rows[credit.token_hash] = dataclasses.replace(
@@ -211,13 +218,32 @@ class InMemoryRedemptions:
         _entry(self.ledger, credit.key_hash, "deposit", credit.credited.value, op_id, credit.now)
         return key
 
-    async def finish(self, token_hash: str, state: RedemptionState, error_code: str | None, now: datetime) -> bool:
+    async def finish(
+        self,
+        token_hash: str,
+        state: RedemptionState,
+        error_code: str | None,
+        now: datetime,
+        *,
+        attempt_started_at: datetime | None = None,
+    ) -> bool:
         self._enter("finish", token_hash)
         row = self.rows.get(token_hash)
         if row is None or row.state is not RedemptionState.PENDING:
             return False
+        if attempt_started_at is not None and row.attempt_started_at != attempt_started_at:
+            return False
         self.rows[token_hash] = dataclasses.replace(row, state=state, error_code=error_code, updated_at=now)
         return True
+
+    async def stale(self, started_before: datetime, limit: int = 100) -> Sequence[Redemption]:
+        self._enter("stale", "")
+        rows = [
+            r
+            for r in self.rows.values()
+            if r.state is RedemptionState.PENDING and r.attempt_started_at < started_before
+        ]
+        return sorted(rows, key=lambda r: (r.attempt_started_at, r.token_hash))[:limit]
 
 
 class InMemoryWallet:
@@ -329,7 +355,7 @@ class InMemoryWallet:
         self.refunds[refund_id] = updated
         return updated
 
-    async def cancel_send(self, refund_id: str, now: datetime) -> bool:
+    async def cancel_send(self, refund_id: str, now: datetime, *, inputs_spent: bool = False) -> bool:
         self._enter("cancel_send", refund_id)
         record = self.refunds.get(refund_id)
         if record is None or record.state not in {RefundState.PENDING, RefundState.AMBIGUOUS}:
@@ -338,7 +364,7 @@ class InMemoryWallet:
         op_id = refund_op_id(refund_id)
         for row in self.proofs.rows:
             if row.op_id == op_id and row.state is _P.RESERVED:
-                row.state = _P.UNSPENT
+                row.state = _P.SPENT if inputs_spent else _P.UNSPENT
             elif row.op_id == op_id and row.state is _P.ISSUING:
                 row.op_id = "stale:" + op_id
         give_back = -sum(
@@ -354,6 +380,20 @@ class InMemoryWallet:
         record = self.refunds.get(refund_id)
         if record is not None and record.state is RefundState.PENDING:
             self.refunds[refund_id] = dataclasses.replace(record, state=RefundState.AMBIGUOUS, updated_at=now)
+
+    async def send_inputs(self, refund_id: str) -> Sequence[Proof]:
+        self._enter("send_inputs", refund_id)
+        op_id = refund_op_id(refund_id)
+        return [r.proof for r in self.proofs.rows if r.op_id == op_id and r.state is _P.RESERVED]
+
+    async def unsettled(self, updated_before: datetime, limit: int = 100) -> Sequence[RefundRecord]:
+        self._enter("unsettled", "")
+        rows = [r for r in self.refunds.values() if r.state in _UNSETTLED and r.updated_at < updated_before]
+        return sorted(rows, key=lambda r: (r.updated_at, r.id))[:limit]
+
+    async def has_unsettled(self, key_hash: str) -> bool:
+        self._enter("has_unsettled", key_hash)
+        return any(r.key_hash == key_hash and r.state in _UNSETTLED for r in self.refunds.values())
 
     async def latest_refund(self, key_hash: str, now: datetime) -> tuple[RefundRecord, Sequence[Proof]] | None:
         self._enter("latest_refund", key_hash)

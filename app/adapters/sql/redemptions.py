@@ -135,9 +135,12 @@ class SqlRedemptions:
                 return await self._credit(conn, credit, proofs)
 
     async def _credit(self, conn: AsyncConnection, credit: RedemptionCredit, proofs: Sequence[Proof]) -> ApiKey:
+        fence = [RED.token_hash == credit.token_hash, RED.state == RedemptionState.PENDING.value]
+        if credit.attempt_started_at is not None:
+            fence.append(RED.attempt_started_at == credit.attempt_started_at)
         cas = await conn.execute(
             update(redemptions_t)
-            .where(RED.token_hash == credit.token_hash, RED.state == RedemptionState.PENDING.value)
+            .where(*fence)
             .values(
                 state=RedemptionState.CREDITED.value,
                 credited_msat=credit.credited.value,
@@ -201,14 +204,33 @@ class SqlRedemptions:
         row = (await conn.execute(select(keys_t).where(KEYS.key_hash == credit.key_hash))).mappings().one()
         return key_from_row(row)
 
-    async def finish(self, token_hash: str, state: RedemptionState, error_code: str | None, now: datetime) -> bool:
+    async def finish(
+        self,
+        token_hash: str,
+        state: RedemptionState,
+        error_code: str | None,
+        now: datetime,
+        *,
+        attempt_started_at: datetime | None = None,
+    ) -> bool:
+        fence = [RED.token_hash == token_hash, RED.state == RedemptionState.PENDING.value]
+        if attempt_started_at is not None:
+            fence.append(RED.attempt_started_at == attempt_started_at)
         async with self._db.begin() as conn:
             result = await conn.execute(
-                update(redemptions_t)
-                .where(RED.token_hash == token_hash, RED.state == RedemptionState.PENDING.value)
-                .values(state=state.value, error_code=error_code, updated_at=now)
+                update(redemptions_t).where(*fence).values(state=state.value, error_code=error_code, updated_at=now)
             )
             return result.rowcount == 1
+
+    async def stale(self, started_before: datetime, limit: int = 100) -> Sequence[Redemption]:
+        async with self._db.read() as conn:
+            rows = await conn.execute(
+                select(redemptions_t)
+                .where(RED.state == RedemptionState.PENDING.value, RED.attempt_started_at < started_before)
+                .order_by(RED.attempt_started_at, RED.token_hash)
+                .limit(limit)
+            )
+            return [redemption_from_row(r) for r in rows.mappings()]
 
     @staticmethod
     async def _row(conn: AsyncConnection, token_hash: str) -> Redemption | None:

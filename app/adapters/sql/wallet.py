@@ -33,6 +33,7 @@ ENTRIES = entries_t.c
 
 _P = WalletProofState
 STALE_PREFIX: Final = "stale:"
+_UNSETTLED: Final = (RefundState.PENDING.value, RefundState.AMBIGUOUS.value)
 
 
 # -- row mapping shared with SqlRedemptions --------------------------------------------------------------------------
@@ -100,12 +101,27 @@ async def persist_outputs(  # noqa: PLR0917 - one positional per stored column g
 async def mark_signed(
     conn: AsyncConnection, op_id: str, proofs: Sequence[Proof], state: WalletProofState, now: datetime
 ) -> None:
-    """Store the signatures of the op's issuing outputs and move them to `state`."""
+    """Store the signatures of the op's issuing outputs and move them to `state`.
+
+    Outputs an attempt detached (`stale:` op_id) are included and re-attached: a signature from the mint is kept
+    whichever attempt persisted the output (secrets are unique, so nothing else matches).
+    """
     for proof in proofs:
         await conn.execute(
             update(proofs_t)
-            .where(PROOFS.secret == proof.secret, PROOFS.op_id == op_id, PROOFS.state == _P.ISSUING.value)
-            .values(state=state.value, c=proof.c, keyset_id=proof.keyset_id, dleq=dleq_json(proof), updated_at=now)
+            .where(
+                PROOFS.secret == proof.secret,
+                PROOFS.op_id.in_([op_id, STALE_PREFIX + op_id]),
+                PROOFS.state == _P.ISSUING.value,
+            )
+            .values(
+                state=state.value,
+                op_id=op_id,
+                c=proof.c,
+                keyset_id=proof.keyset_id,
+                dleq=dleq_json(proof),
+                updated_at=now,
+            )
         )
 
 
@@ -263,7 +279,7 @@ class SqlWallet:
         assert updated is not None  # noqa: S101 - read above in this transaction
         return updated
 
-    async def cancel_send(self, refund_id: str, now: datetime) -> bool:
+    async def cancel_send(self, refund_id: str, now: datetime, *, inputs_spent: bool = False) -> bool:
         async with self._db.begin() as conn:
             record = await self._refund(conn, refund_id, lock=True)
             if record is None or record.state not in {RefundState.PENDING, RefundState.AMBIGUOUS}:
@@ -276,10 +292,11 @@ class SqlWallet:
             if cas.rowcount != 1:
                 return False
             op_id = refund_op_id(refund_id)
+            inputs_state = _P.SPENT if inputs_spent else _P.UNSPENT
             await conn.execute(
                 update(proofs_t)
                 .where(PROOFS.op_id == op_id, PROOFS.state == _P.RESERVED.value)
-                .values(state=_P.UNSPENT.value, updated_at=now)
+                .values(state=inputs_state.value, updated_at=now)
             )
             await conn.execute(
                 update(proofs_t)
@@ -319,6 +336,38 @@ class SqlWallet:
                 .where(REFUNDS.id == refund_id, REFUNDS.state == RefundState.PENDING.value)
                 .values(state=RefundState.AMBIGUOUS.value, updated_at=now)
             )
+
+    async def send_inputs(self, refund_id: str) -> Sequence[Proof]:
+        async with self._db.read() as conn:
+            rows = await conn.execute(
+                select(proofs_t)
+                .where(PROOFS.op_id == refund_op_id(refund_id), PROOFS.state == _P.RESERVED.value)
+                .order_by(PROOFS.id)
+            )
+            return [proof_from_row(r) for r in rows.mappings()]
+
+    async def unsettled(self, updated_before: datetime, limit: int = 100) -> Sequence[RefundRecord]:
+        async with self._db.read() as conn:
+            rows = await conn.execute(
+                select(refunds_t)
+                .where(
+                    REFUNDS.method == "token",
+                    REFUNDS.state.in_(_UNSETTLED),
+                    REFUNDS.updated_at < updated_before,
+                )
+                .order_by(REFUNDS.updated_at, REFUNDS.id)
+                .limit(limit)
+            )
+            return [refund_from_row(r) for r in rows.mappings()]
+
+    async def has_unsettled(self, key_hash: str) -> bool:
+        async with self._db.read() as conn:
+            row = await conn.execute(
+                select(REFUNDS.id)
+                .where(REFUNDS.key_hash == key_hash, REFUNDS.method == "token", REFUNDS.state.in_(_UNSETTLED))
+                .limit(1)
+            )
+            return row.first() is not None
 
     async def latest_refund(self, key_hash: str, now: datetime) -> tuple[RefundRecord, Sequence[Proof]] | None:
         async with self._db.begin() as conn:

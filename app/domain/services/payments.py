@@ -1,6 +1,7 @@
 """Cashu payments in: idempotent token redemption (SPEC §7.2) and the balance create / top-up use cases (§9)."""
 
 import asyncio
+import dataclasses
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
@@ -43,6 +44,9 @@ Sleep = Callable[[float], Awaitable[None]]
 
 POLL_SECONDS = 0.25
 MIN_TOPUP_TOKEN_CHARS = 10
+# How often an attempt holding the mint's signatures tries to take the row over after losing the credit CAS.
+TAKEOVER_TRIES = 3
+_TICK = timedelta(microseconds=1)
 _S = RedemptionState
 # Refusals after which the mint surely kept the token unspent: the claim is aborted and may be retried later.
 _DEFINITE_REFUSALS = (
@@ -211,8 +215,7 @@ class RedemptionService:
             try:
                 outputs = await self._mint.prepare_outputs(token.mint, token.unit, net)
             except _DEFINITE_REFUSALS as exc:
-                await self._abort(row, exc)
-                raise
+                return await self._give_up(row, _S.ABORTED, exc, key_hash)
             await self._redemptions.persist_outputs(row.token_hash, token.mint, token.unit, outputs, self._clock.now())
         return await self._swap(token, row, outputs, key_hash, terms, retried=False)
 
@@ -229,22 +232,20 @@ class RedemptionService:
         try:
             proofs = await self._mint.swap(token.mint, token.proofs, outputs)
         except TokenAlreadySpentError:
-            await self._redemptions.finish(row.token_hash, _S.FAILED, TokenAlreadySpentError.code, self._clock.now())
-            raise
-        except TokenPendingError:
-            await self._redemptions.finish(row.token_hash, _S.ABORTED, TokenPendingError.code, self._clock.now())
-            raise
+            # Another attempt on these outputs (a restarted stale one, or the first one still in flight) may have
+            # swapped them: their signatures are then restorable, and dropping them would lose the token.
+            return await self._restore_or_fail(token, row, outputs, key_hash, terms)
+        except TokenPendingError as exc:
+            return await self._give_up(row, _S.ABORTED, exc, key_hash)
         except MintOutcomeUnknownError:
             if retried:
-                await self._redemptions.finish(row.token_hash, _S.ABORTED, MintUnreachableError.code, self._clock.now())
                 msg = "The mint did not answer the swap; the token was not redeemed"
-                raise MintUnreachableError(msg) from None
+                return await self._give_up(row, _S.ABORTED, MintUnreachableError(msg), key_hash)
             settled = await self._reconcile(token, row, outputs, key_hash, terms, swap_again=True)
             assert settled is not None  # noqa: S101 - with swap_again every branch settles or raises
             return settled
         except _DEFINITE_REFUSALS as exc:
-            await self._abort(row, exc)
-            raise
+            return await self._give_up(row, _S.ABORTED, exc, key_hash)
         return await self._credit(token, row, proofs, key_hash, terms)
 
     async def _reconcile(
@@ -269,9 +270,15 @@ class RedemptionService:
                 return await self._swap(token, row, outputs, key_hash, terms, retried=True)
             return None
         if ProofStateKind.PENDING in kinds:
-            await self._redemptions.finish(row.token_hash, _S.ABORTED, TokenPendingError.code, self._clock.now())
             msg = "The Cashu token is pending at the mint"
-            raise TokenPendingError(msg)
+            return await self._give_up(row, _S.ABORTED, TokenPendingError(msg), key_hash)
+        return await self._restore_or_fail(token, row, outputs, key_hash, terms)
+
+    async def _restore_or_fail(
+        self, token: Token, row: Redemption, outputs: Sequence[PendingOutput], key_hash: str, terms: KeyTerms
+    ) -> RedeemedToken:
+        """The inputs are spent: NUT-09 restore this redemption's outputs and credit them; `failed` only when the
+        mint signed none of them. A partial or unknown answer leaves the row `pending` for the reconciler."""
         try:
             restored = await self._mint.restore(token.mint, outputs) if outputs else []
         except DomainError:
@@ -279,13 +286,16 @@ class RedemptionService:
             raise RedemptionPendingError(msg, retry_after_seconds=2) from None
         if restored and sum(p.amount for p in restored) == row.amount - row.fee:
             return await self._credit(token, row, restored, key_hash, terms)
-        await self._redemptions.finish(row.token_hash, _S.FAILED, TokenAlreadySpentError.code, self._clock.now())
+        if restored:
+            msg = "The mint returned part of this token's outputs; its redemption will be settled shortly"
+            raise RedemptionPendingError(msg, retry_after_seconds=2)
         msg = "This Cashu token has already been spent"
-        raise TokenAlreadySpentError(msg)
+        return await self._give_up(row, _S.FAILED, TokenAlreadySpentError(msg), key_hash)
 
     async def _credit(
         self, token: Token, row: Redemption, proofs: Sequence[Proof], key_hash: str, terms: KeyTerms
     ) -> RedeemedToken:
+        """Credit the signed `proofs` for this attempt; if another attempt moved the row, never drop them."""
         credited = unit_to_msat(row.amount - row.fee, token.unit)
         credit = RedemptionCredit(
             token_hash=row.token_hash,
@@ -295,13 +305,38 @@ class RedemptionService:
             credited=credited,
             now=self._clock.now(),
             terms=terms,
+            attempt_started_at=row.attempt_started_at,
         )
-        key = await self._redemptions.credit(credit, proofs)
-        final = await self._require(row.token_hash)
-        return RedeemedToken(key=key, credited=credited, redemption=final)
+        for _ in range(TAKEOVER_TRIES):
+            try:
+                key = await self._redemptions.credit(credit, proofs)
+            except RedemptionPendingError:
+                current = await self._require(row.token_hash)
+                if current.state is _S.CREDITED:
+                    return await self._settled(current, key_hash)
+                # This attempt holds the mint's signatures, so its swap is the one that spent the token: whatever
+                # another attempt concluded (failed, aborted, still pending), take the row over and credit them.
+                now = max(self._clock.now(), current.attempt_started_at + _TICK)
+                if await self._redemptions.restart(row.token_hash, current, key_hash, row.fee, now):
+                    credit = dataclasses.replace(credit, now=now, attempt_started_at=now)
+                continue
+            final = await self._require(row.token_hash)
+            return RedeemedToken(key=key, credited=credited, redemption=final)
+        msg = "This token is being redeemed by another request; retry shortly"
+        raise RedemptionPendingError(msg, retry_after_seconds=2)
 
-    async def _abort(self, row: Redemption, exc: DomainError) -> None:
-        await self._redemptions.finish(row.token_hash, _S.ABORTED, exc.code, self._clock.now())
+    async def _give_up(self, row: Redemption, state: RedemptionState, exc: DomainError, key_hash: str) -> RedeemedToken:
+        """End this attempt as `state` and raise `exc`; if another attempt moved the row, report its outcome."""
+        now = self._clock.now()
+        if await self._redemptions.finish(
+            row.token_hash, state, exc.code, now, attempt_started_at=row.attempt_started_at
+        ):
+            raise exc
+        current = await self._require(row.token_hash)
+        if current.state in {_S.CREDITED, _S.FAILED}:
+            return await self._settled(current, key_hash)
+        msg = "This token is being redeemed by another request; retry shortly"
+        raise RedemptionPendingError(msg, retry_after_seconds=2) from exc
 
 
 @dataclass(frozen=True, slots=True)

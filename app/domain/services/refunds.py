@@ -1,5 +1,6 @@
 """Bearer refunds (SPEC §9.1, §7.3): a key's available balance sent back as a token from its own mint and unit."""
 
+import dataclasses
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -11,10 +12,14 @@ from app.domain.errors import (
     ChildKeyRefundError,
     DomainError,
     GrantNotRefundableError,
+    MintError,
     MintOutcomeUnknownError,
     MintUnreachableError,
     NoBalanceError,
     RefundConflictError,
+    RequestInProgressError,
+    TokenAlreadySpentError,
+    TokenPendingError,
 )
 from app.domain.ports import Clock, Mint, TokenCodec, Wallet
 from app.domain.wallet import RefundKind, RefundRecord, SendRequest, payable_units
@@ -57,8 +62,10 @@ class RefundService:
 
         With nothing available, the previous refund token is returned again. Raises ChildKeyRefundError,
         GrantNotRefundableError, RefundConflictError (holds in flight or a concurrent change; retry),
-        NoBalanceError, BalanceTooSmallError, and mint errors after which the balance is restored, except
-        MintUnreachableError for an unknown outcome, which the reconciler settles.
+        NoBalanceError, BalanceTooSmallError, RequestInProgressError (nothing available while an earlier send is
+        unsettled), and mint errors after which the balance is restored, except MintUnreachableError for an unknown
+        outcome, which the reconciler settles. When the mint reports the node's own picked proofs spent, they are
+        marked `spent`, the debit is reversed and the send is tried once more with other proofs (then MintError).
         """
         if key.parent_key_hash is not None:
             msg = "Child keys cannot be refunded; refund the parent key"
@@ -89,7 +96,17 @@ class RefundService:
             request_id=request_id,
         )
         record, inputs = await self._wallet.reserve_send(request)
-        sent = await self._send(record, inputs)
+        try:
+            sent = await self._send(record, inputs)
+        except TokenAlreadySpentError:
+            # The debit was reversed in full, so the key's balance is `request.expected_balance` again.
+            retry = dataclasses.replace(request, refund_id=self._new_id(), now=self._clock.now())
+            record, inputs = await self._wallet.reserve_send(retry)
+            try:
+                sent = await self._send(record, inputs)
+            except TokenAlreadySpentError:
+                msg = "The mint reports the node wallet's proofs already spent; nothing was refunded"
+                raise MintError(msg) from None
         return self._token(record, sent)
 
     async def _previous(self, key: ApiKey) -> RefundToken:
@@ -100,7 +117,14 @@ class RefundService:
         return latest
 
     async def latest(self, key_hash: str) -> RefundToken | None:
-        """The key's newest issued token (refund or change), rebuilt from its `sent` proofs; None without one."""
+        """The key's newest issued token (refund or change), rebuilt from its `sent` proofs; None without one.
+
+        Raises RequestInProgressError while a send of the key is `pending` or `ambiguous`: the reconciler will issue
+        it (then fetchable here) or give the balance back, so neither "nothing" nor an older token is the answer.
+        """
+        if await self._wallet.has_unsettled(key_hash):
+            msg = "A refund of this key is being settled with the mint; retry shortly"
+            raise RequestInProgressError(msg, retry_after_seconds=2)
         latest = await self._wallet.latest_refund(key_hash, self._clock.now())
         if latest is None or not latest[1]:
             return None
@@ -141,6 +165,14 @@ class RefundService:
             signed = await self._mint.swap(record.mint_url, inputs, outputs)
         except MintOutcomeUnknownError:
             return await self._reconcile(record, inputs, {o.secret for o in send_outputs})
+        except TokenAlreadySpentError:
+            # 11001 on the node's own inputs: the mint's word is the wallet's truth; never put them back `unspent`.
+            await self._wallet.cancel_send(record.id, self._clock.now(), inputs_spent=True)
+            raise
+        except TokenPendingError:
+            await self._wallet.mark_ambiguous(record.id, self._clock.now())
+            msg = "The mint holds this refund's proofs as pending; it will be settled shortly and can be fetched then"
+            raise MintUnreachableError(msg) from None
         except DomainError:
             await self._wallet.cancel_send(record.id, self._clock.now())
             raise

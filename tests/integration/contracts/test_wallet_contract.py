@@ -12,7 +12,7 @@ import pytest
 from app.adapters.sql import SqlDatabase, SqlLedger
 from app.adapters.sql.redemptions import SqlRedemptions
 from app.adapters.sql.wallet import SqlWallet
-from app.domain.accounts import ApiKey
+from app.domain.accounts import ApiKey, ReservationRequest
 from app.domain.cashu import PendingOutput, Proof
 from app.domain.errors import RedemptionPendingError, RefundConflictError, WalletShortError
 from app.domain.money import Msat
@@ -305,3 +305,90 @@ async def test_concurrent_sends_from_two_instances_never_pick_the_same_proof(bac
     picked = [p.secret for r in results if not isinstance(r, BaseException) for p in r[1]]
     assert [r for r in results if isinstance(r, BaseException)] == []
     assert len(picked) == len(set(picked)) == 24
+
+
+# -- attempt fencing and the reconciler's reads (SPEC §7.2, §7.4) ------------------------------------------------------
+async def test_credit_and_finish_are_fenced_on_the_attempt(backend: Backend) -> None:
+    claim = _claim(backend, 4)
+    row, _ = await backend.redemptions.claim(claim)
+    later = NOW + timedelta(seconds=61)
+    assert await backend.redemptions.restart(claim.token_hash, row, claim.key_hash, 0, later)
+    outputs = _outputs([4])
+    await backend.redemptions.persist_outputs(claim.token_hash, backend.mint, "sat", outputs, later)
+    credit = RedemptionCredit(
+        claim.token_hash, claim.key_hash, backend.mint, "sat", Msat(4_000), later, attempt_started_at=NOW
+    )
+
+    with pytest.raises(RedemptionPendingError):
+        await backend.redemptions.credit(credit, _signed(outputs))  # the replaced attempt
+    old_finish = await backend.redemptions.finish(
+        claim.token_hash, RedemptionState.FAILED, "spent", later, attempt_started_at=NOW
+    )
+    key = await backend.redemptions.credit(dataclasses.replace(credit, attempt_started_at=later), _signed(outputs))
+
+    assert old_finish is False
+    assert key.balance == Msat(4_000)
+    assert await backend.wallet.balance(backend.mint, "sat") == 4
+
+
+async def test_credit_keeps_signatures_of_outputs_a_later_attempt_detached(backend: Backend) -> None:
+    claim = _claim(backend, 4)
+    await backend.redemptions.claim(claim)
+    first = _outputs([4])
+    await backend.redemptions.persist_outputs(claim.token_hash, backend.mint, "sat", first, NOW)
+    await backend.redemptions.persist_outputs(claim.token_hash, backend.mint, "sat", _outputs([4]), NOW)
+
+    credit = RedemptionCredit(claim.token_hash, claim.key_hash, backend.mint, "sat", Msat(4_000), NOW)
+    await backend.redemptions.credit(credit, _signed(first))  # the mint signed the first attempt's outputs
+
+    assert await backend.wallet.balance(backend.mint, "sat") == 4
+    assert list(await backend.redemptions.outputs(claim.token_hash)) == []
+
+
+async def test_stale_lists_pending_redemptions_started_before_the_cutoff(backend: Backend) -> None:
+    old, young, done = _claim(backend, 1), _claim(backend, 2), _claim(backend, 3)
+    await backend.redemptions.claim(old)
+    await backend.redemptions.claim(dataclasses.replace(young, now=NOW + timedelta(seconds=30)))
+    await backend.redemptions.claim(done)
+    await backend.redemptions.finish(done.token_hash, RedemptionState.ABORTED, "x", NOW)
+
+    stale = await backend.redemptions.stale(NOW + timedelta(seconds=10))
+
+    assert old.token_hash in {r.token_hash for r in stale}
+    assert not {young.token_hash, done.token_hash} & {r.token_hash for r in stale}
+
+
+async def test_unsettled_sends_are_listed_with_their_reserved_inputs_until_settled(backend: Backend) -> None:
+    key, _ = await _fund(backend, [4, 2])
+    record, inputs = await backend.wallet.reserve_send(_send(backend, key, 4))
+    await backend.wallet.mark_ambiguous(record.id, NOW)
+
+    listed = await backend.wallet.unsettled(NOW + timedelta(seconds=1))
+    too_early = await backend.wallet.unsettled(NOW)
+    reserved = await backend.wallet.send_inputs(record.id)
+    in_flight = await backend.wallet.has_unsettled(key.key_hash)
+    await backend.wallet.complete_send(record.id, inputs, (), 0, NOW)
+
+    assert record.id in {r.id for r in listed}
+    assert record.id not in {r.id for r in too_early}
+    assert [p.secret for p in reserved] == [p.secret for p in inputs]
+    assert in_flight is True
+    assert await backend.wallet.has_unsettled(key.key_hash) is False
+    assert record.id not in {r.id for r in await backend.wallet.unsettled(NOW + timedelta(seconds=1))}
+
+
+async def test_cancel_send_with_spent_inputs_marks_them_spent_and_gives_the_debit_back(backend: Backend) -> None:
+    key, _ = await _fund(backend, [4, 2])
+    earner, _ = await _fund(backend, [8])  # the node earned 8 sat from another key: the wallet covers a loss of 4
+    request_id = "req-" + secrets.token_hex(8)
+    hold = ReservationRequest(request_id, earner.key_hash, Msat(8_000), NOW, NOW + timedelta(minutes=5))
+    await backend.ledger.reserve(hold)
+    await backend.ledger.settle(request_id, Msat(8_000), NOW)
+    record, _ = await backend.wallet.reserve_send(_send(backend, key, 4))
+
+    assert await backend.wallet.cancel_send(record.id, NOW, inputs_spent=True)
+
+    assert (await backend.ledger.get_key(key.key_hash)).balance == Msat(6_000)  # type: ignore[union-attr]
+    assert await _kinds(backend, key.key_hash) == [("deposit", 6_000), ("refund", -4_000), ("refund_reversal", 4_000)]
+    assert await backend.wallet.balance(backend.mint, "sat") == 10  # the spent proof no longer counts
+    assert await backend.wallet.send_inputs(record.id) == []

@@ -1,19 +1,25 @@
 """RefundService on fakes: SPEC §9.1 Bearer refunds and the §7.3 send rules."""
 
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import pytest
 
 from app.adapters.cashu.codec import CashuTokenCodec
 from app.domain.accounts import ApiKey, LedgerEntry
+from app.domain.cashu import PendingOutput, Proof
 from app.domain.errors import (
     BalanceTooSmallError,
     ChildKeyRefundError,
     GrantNotRefundableError,
+    MintError,
     MintUnreachableError,
     NoBalanceError,
     RefundConflictError,
+    RequestInProgressError,
+    TokenAlreadySpentError,
+    TokenPendingError,
 )
 from app.domain.money import Msat
 from app.domain.services.refunds import RefundService
@@ -224,3 +230,77 @@ async def test_refund_goes_ambiguous_when_outcome_cannot_be_checked(env: Env) ->
 
     assert env.wallet.refunds["refund0"].state is RefundState.AMBIGUOUS
     assert env.ledger.keys[KEY_HASH].balance == Msat(0)
+
+
+async def test_refund_marks_own_inputs_spent_and_retries_with_other_proofs_when_the_mint_says_spent(env: Env) -> None:
+    key = env.fund(5_000, [8, 8])
+    env.mint.fail_next["swap"] = TokenAlreadySpentError("spent")  # 11001 on the node's own inputs
+
+    refund = await env.service.refund(key)
+
+    assert env.codec.decode_token(refund.token).amount == 5
+    assert env.wallet.refunds["refund0"].state is RefundState.FAILED
+    assert env.wallet.refunds["refund1"].state is RefundState.ISSUED
+    spent_first = [r for r in env.wallet.proofs.rows if r.op_id == "refund:refund0"]
+    assert [r.state for r in spent_first] == [WalletProofState.SPENT]  # never back to unspent
+    assert env.kinds() == [("refund", -5_000), ("refund_reversal", 5_000), ("refund", -5_000)]
+    assert env.ledger.keys[KEY_HASH].balance == Msat(0)
+    await _audit(env)
+
+
+async def test_refund_gives_the_balance_back_as_mint_error_when_the_retry_is_spent_too(env: Env) -> None:
+    key = env.fund(5_000, [8, 8])
+    real_swap = env.mint.swap
+    calls = 0
+
+    async def swap(mint_url: str, inputs: Sequence[Proof], outputs: Sequence[PendingOutput]) -> Sequence[Proof]:
+        nonlocal calls
+        calls += 1
+        if calls <= 2:
+            msg = "spent"
+            raise TokenAlreadySpentError(msg)
+        return await real_swap(mint_url, inputs, outputs)
+
+    env.mint.swap = swap  # type: ignore[method-assign]
+
+    with pytest.raises(MintError):
+        await env.service.refund(key)
+
+    assert calls == 2
+    assert env.ledger.keys[KEY_HASH].balance == Msat(5_000)
+    assert all(r.state is WalletProofState.SPENT for r in env.wallet.proofs.rows if r.c)
+    assert {r.state for r in env.wallet.refunds.values()} == {RefundState.FAILED}
+    assert env.kinds() == [
+        ("refund", -5_000),
+        ("refund_reversal", 5_000),
+        ("refund", -5_000),
+        ("refund_reversal", 5_000),
+    ]
+
+
+async def test_refund_goes_ambiguous_and_keeps_inputs_reserved_when_the_mint_says_pending(env: Env) -> None:
+    key = env.fund(5_000, [8])
+    env.mint.fail_next["swap"] = TokenPendingError("pending")  # 11002 on the node's own inputs
+
+    with pytest.raises(MintUnreachableError):
+        await env.service.refund(key)
+
+    assert env.wallet.refunds["refund0"].state is RefundState.AMBIGUOUS
+    assert [r.state for r in env.wallet.proofs.rows if r.c] == [WalletProofState.RESERVED]
+    assert env.ledger.keys[KEY_HASH].balance == Msat(0)
+    assert env.kinds() == [("refund", -5_000)]
+
+
+async def test_refund_answers_request_in_progress_while_an_earlier_send_is_unsettled(env: Env) -> None:
+    key = env.fund(5_000, [8])
+    env.mint.lose_swap_replies = 1
+    env.mint.fail_next["check_state"] = MintUnreachableError("down")
+    with pytest.raises(MintUnreachableError):
+        await env.service.refund(key)
+
+    with pytest.raises(RequestInProgressError) as raised:
+        await env.service.refund(env.ledger.keys[KEY_HASH])  # nothing available: not "no balance", not a stale token
+
+    assert raised.value.retry_after_seconds == 2
+    with pytest.raises(RequestInProgressError):
+        await env.service.latest(KEY_HASH)
