@@ -20,7 +20,7 @@ def request_id_of(scope: Scope) -> str:
     return str(state[_STATE_KEY])
 
 
-def bind_request_context(request: Request[Any, Any, Any]) -> None:
+async def bind_request_context(request: Request[Any, Any, Any]) -> None:
     """before_request hook: a fresh log context carrying the request id and route."""
     structlog.contextvars.clear_contextvars()
     structlog.contextvars.bind_contextvars(request_id=request_id_of(request.scope), route=request.scope["path"])

@@ -1,5 +1,7 @@
 """The app edge: info, health, balance info, request ids and the error envelope for every failure."""
 
+import io
+import json
 import logging
 import uuid
 
@@ -150,3 +152,16 @@ def test_create_app_keeps_the_configured_log_level(settings: Settings) -> None:
     create_app(settings, Adapters(FixedClock(), ledger, InMemoryLedgerAudit(ledger), FakeStorageHealth()))
 
     assert logging.getLogger().level == logging.WARNING
+
+
+async def test_log_lines_carry_the_request_id_of_the_response(node: FakeNode) -> None:
+    stream = io.StringIO()
+    configure_logging("INFO", stream=stream)
+    node.ledger.fail_next = RuntimeError("boom")
+
+    response = await node.client.get("/v1/balance/info", headers={"Authorization": f"Bearer {KEY}"})
+
+    lines = [json.loads(line) for line in stream.getvalue().splitlines()]
+    failure = next(line for line in lines if line["event"] == "unhandled_error")
+    assert failure["request_id"] == response.headers["x-routstr-request-id"]
+    assert failure["route"] == "/v1/balance/info"
