@@ -1,15 +1,17 @@
 """Proxy wiring: a fixed BTC_USD_PRICE needs no exchange client; providers become adapters of their type."""
 
+import asyncio
 import json
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from app.adapters.providers import OpenAiUpstream, OpenRouterUpstream
 from app.domain.services.proxy import CompletedRequest
-from app.infrastructure.proxy_wiring import build_proxy_services, build_upstreams
+from app.infrastructure.proxy_wiring import build_proxy_services, build_upstreams, start_proxy_jobs, stop_proxy_jobs
 from app.infrastructure.settings import load_settings
 from tests.fakes.clock import FixedClock
 from tests.fakes.ledger import InMemoryLedger
+from tests.fakes.upstream import FakeUpstream
 
 BASE = {"CASHU_MINTS": "http://127.0.0.1:3338", "UPSTREAM_BASE_URL": "http://127.0.0.1:9/v1"}
 
@@ -67,3 +69,23 @@ async def test_build_upstreams_makes_one_adapter_per_provider_of_its_type(tmp_pa
     assert upstreams["or"].trusts_reported_cost
     assert len(closers) == 2
     await _close(closers)
+
+
+async def test_proxy_jobs_load_the_catalog_then_sweep_every_half_lease_until_stopped() -> None:
+    settings = load_settings({**BASE, "BTC_USD_PRICE": "100000", "RESERVATION_LEASE_SECONDS": "1"})
+    ledger = InMemoryLedger()
+    upstream = FakeUpstream("default", models=[{"id": "v/m", "pricing": {"prompt": "0.000001", "completion": "0"}}])
+    services = build_proxy_services(
+        settings, ledger=ledger, clock=FixedClock(), upstreams={"default": upstream}, observer=NullObserver()
+    )
+
+    tasks = await start_proxy_jobs(settings, services)
+    await asyncio.sleep(1.2)
+    await stop_proxy_jobs(tasks, services, grace_seconds=0.1)
+    sweeps = sum(1 for name, _ in ledger.calls if name == "sweep_expired")
+    await asyncio.sleep(0.6)
+
+    assert [o.id for o in services.catalog.current().offers] == ["v/m"]
+    assert sweeps >= 2
+    assert sum(1 for name, _ in ledger.calls if name == "sweep_expired") == sweeps
+    assert all(task.done() for task in tasks)
