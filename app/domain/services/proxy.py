@@ -808,10 +808,10 @@ class ProxyService:
                 if not choices:
                     return None  # the usage-only chunk is re-emitted with its cost before [DONE]
                 payload = {k: v for k, v in payload.items() if k != "usage"}
-                return SseEvent(data=_json_text(payload), event=event.event, id=event.id).encode()
+                return SseEvent(data=_json_text(payload), event=event.event, id=event.id, retry=event.retry).encode()
         if "choices" in payload and not payload.get("id"):
             payload["id"] = call.stream_id
-            return SseEvent(data=_json_text(payload), event=event.event, id=event.id).encode()
+            return SseEvent(data=_json_text(payload), event=event.event, id=event.id, retry=event.retry).encode()
         if "choices" in payload and isinstance(payload.get("id"), str):
             call.stream_id = payload["id"]
         return event.encode()
