@@ -3,9 +3,7 @@
 Chat completions go to Anthropic's OpenAI-compatible endpoint with the same key (SPEC §8.2).
 """
 
-import httpx
-
-from app.adapters.providers.openai import HttpUpstreamResponse, OpenAiUpstream
+from app.adapters.providers.openai import HttpUpstreamResponse, OpenAiUpstream, UpstreamClient
 from app.domain.upstream import UpstreamRequest
 
 DEFAULT_ANTHROPIC_VERSION = "2023-06-01"
@@ -21,7 +19,7 @@ class AnthropicUpstream(OpenAiUpstream):
         provider_id: str,
         base_url: str,
         api_key: str | None,
-        client: httpx.AsyncClient,
+        client: UpstreamClient,
         user_agent: str,
         anthropic_version: str = DEFAULT_ANTHROPIC_VERSION,
     ) -> None:

@@ -2,9 +2,7 @@
 
 from collections.abc import Mapping
 
-import httpx
-
-from app.adapters.providers.openai import OpenAiUpstream
+from app.adapters.providers.openai import OpenAiUpstream, UpstreamClient
 
 
 class OpenRouterUpstream(OpenAiUpstream):
@@ -20,7 +18,7 @@ class OpenRouterUpstream(OpenAiUpstream):
         provider_id: str,
         base_url: str,
         api_key: str | None,
-        client: httpx.AsyncClient,
+        client: UpstreamClient,
         user_agent: str,
         referer: str | None,
         title: str,
