@@ -59,16 +59,17 @@ async def test_200_concurrent_requests_charge_exactly_successes_times_cost_on_sq
 
 
 @pytest.mark.postgres
+@pytest.mark.parametrize(("requests", "funded_for"), [(50, 30), (200, 40)])
 async def test_two_node_processes_on_postgresql_return_only_200_and_402(
-    postgres_database_url: str, echo: EchoUpstream
+    postgres_database_url: str, echo: EchoUpstream, requests: int, funded_for: int
 ) -> None:
     probe = LedgerProbe(postgres_database_url)
     env = node_environment(postgres_database_url, echo.base_url)
     with NodeProcess(env) as first, NodeProcess(env) as second:
         cost, reservation = await asyncio.to_thread(_cost_and_reservation, first.url, probe)
-        funded = 30 * reservation
+        funded = funded_for * reservation
         key = await asyncio.to_thread(probe.create_key, funded)
 
-        responses = await _fire([first.url, second.url], key, 50)
+        responses = await _fire([first.url, second.url], key, requests)
 
     await asyncio.to_thread(_check, responses, probe, key, funded, cost)
