@@ -29,6 +29,28 @@ log: structlog.typing.FilteringBoundLogger = structlog.get_logger(__name__)
 Closers = list[Callable[[], Awaitable[None]]]
 
 
+class LogSettlementObserver:
+    """`settlement_retry` / `settlement_failed` events: request id, counts and the error class, never a secret."""
+
+    def settlement_retry(self, request_id: str, attempt: int, delay_seconds: float, error_type: str) -> None:
+        log.warning(
+            "settlement_retry",
+            request_id=request_id,
+            attempt=attempt,
+            delay_seconds=delay_seconds,
+            error_type=error_type,
+        )
+
+    def settlement_failed(self, request_id: str, attempts: int, charge_msat: int, error_type: str) -> None:
+        log.error(
+            "settlement_failed",
+            request_id=request_id,
+            attempts=attempts,
+            charge_msat=charge_msat,
+            error_type=error_type,
+        )
+
+
 def providers_of(settings: Settings) -> list[ProviderConfig]:
     """PROVIDERS_PATH when set, else the `default` provider from UPSTREAM_*. Raises CatalogFileError."""
     return configured_providers(
@@ -154,6 +176,7 @@ def build_proxy_services(
             lease_seconds=settings.reservation_lease_seconds, drain_seconds=float(settings.stream_drain_seconds)
         ),
         messages_providers=frozenset(p.id for p in providers if p.type is ProviderType.ANTHROPIC),
+        settlements=LogSettlementObserver(),
     )
     return ProxyServices(rates=rates, catalog=catalog, proxy=proxy, closers=closers)
 

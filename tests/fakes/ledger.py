@@ -39,7 +39,8 @@ _S = ReservationStatus
 class InMemoryLedger:
     """Each method runs without awaiting, so it is atomic under asyncio like one SQL transaction.
 
-    Knobs: `fail_next` (raised by the next call, then cleared). Records: `calls` (method name, first argument),
+    Knobs: `fail_next` (raised by the next call, then cleared), `failures` (method name -> errors raised by its
+    next calls, one each, in order). Records: `calls` (method name, first argument),
     `settlements`, `releases`, plus the state in `keys`, `reservations` and `entries`.
     """
 
@@ -52,12 +53,16 @@ class InMemoryLedger:
         self.settlements: list[Settlement] = []
         self.releases: list[str] = []
         self.fail_next: Exception | None = None
+        self.failures: dict[str, list[Exception]] = {}
 
     def _enter(self, method: str, argument: object) -> None:
         self.calls.append((method, argument))
         if self.fail_next is not None:
             error, self.fail_next = self.fail_next, None
             raise error
+        queued = self.failures.get(method)
+        if queued:
+            raise queued.pop(0)
 
     # -- keys --------------------------------------------------------------------------------------------------------
     async def create_key(self, key: NewApiKey) -> ApiKey:

@@ -6,7 +6,7 @@ import json
 import re
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Coroutine, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, Final, Protocol, TypeVar
@@ -33,6 +33,8 @@ from app.domain.errors import (
     PaymentRequiredError,
     PriceUnavailableError,
     RequestTooLargeError,
+    ReservationNotFoundError,
+    ReservationStateError,
     UpstreamError,
     UpstreamRateLimitedError,
     UpstreamTimeoutError,
@@ -125,6 +127,23 @@ class RequestObserver(Protocol):
         ...
 
 
+class SettlementObserver(Protocol):
+    """Told about settlements the ledger refused for a while (the `settlement_retry`/`settlement_failed` logs).
+    Gets ids, counts and error class names only; must not raise."""
+
+    def settlement_retry(self, request_id: str, attempt: int, delay_seconds: float, error_type: str) -> None: ...
+
+    def settlement_failed(self, request_id: str, attempts: int, charge_msat: int, error_type: str) -> None: ...
+
+
+class _Unobserved:
+    def settlement_retry(self, request_id: str, attempt: int, delay_seconds: float, error_type: str) -> None:
+        pass
+
+    def settlement_failed(self, request_id: str, attempts: int, charge_msat: int, error_type: str) -> None:
+        pass
+
+
 @dataclass(frozen=True, slots=True)
 class ProxyTimings:
     """Lease, drain and keepalive periods, in seconds."""
@@ -133,6 +152,10 @@ class ProxyTimings:
     drain_seconds: float = 30.0
     keepalive_seconds: float = KEEPALIVE_SECONDS
     client_stall_seconds: float = 120.0
+    # A failing settlement is retried after 0.1 s, 0.2 s, ... (at most 5 s apart) for up to 3 minutes of waits.
+    settle_retry_first_seconds: float = 0.1
+    settle_retry_max_seconds: float = 5.0
+    settle_retry_budget_seconds: float = 180.0
 
 
 @dataclass(slots=True)
@@ -292,8 +315,12 @@ class ProxyService:
         observer: RequestObserver,
         timings: ProxyTimings = ProxyTimings(),
         messages_providers: frozenset[str] = frozenset(),
+        settlements: SettlementObserver | None = None,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self._ledger = ledger
+        self._settlements: SettlementObserver = settlements or _Unobserved()
+        self._sleep = sleep
         self._messages_providers = messages_providers
         self._clock = clock
         self._accounts = accounts
@@ -330,13 +357,19 @@ class ProxyService:
 
     async def shutdown(self, grace_seconds: float, settle_seconds: float = 10.0) -> None:
         """Give open streams `grace_seconds` to finish, then cut the rest: each is settled from the usage seen so
-        far, else by estimate (SPEC §3 shutdown), and its client gets the cost chunk."""
+        far, else by estimate (SPEC §3 shutdown), and its client gets the cost chunk. Settlements still failing after
+        `settle_seconds` more are given up (their holds stay for the sweeper), so shutdown never hangs."""
         await self.wait_idle(grace_seconds)
         loop = asyncio.get_running_loop()
         for call in list(self._streams.values()):
             if call.deadline is not None:
                 call.deadline.reschedule(loop.time())
         await self.wait_idle(settle_seconds)
+        left = set(self._tasks)
+        for task in left:
+            task.cancel()
+        if left:
+            await asyncio.wait(left, timeout=1.0)
 
     # -- pipeline --------------------------------------------------------------------------------------------------
     async def handle(self, request: ProxyRequest) -> ProxyReply:
@@ -602,13 +635,39 @@ class ProxyService:
         breakdown, usage, estimated = self._breakdown(call, usage)
         reservation_id = call.reservation_id
         try:
-            settlement = await self._ledger.settle(reservation_id, breakdown.total, self._clock.now())
+            settlement = await self._settle_retrying(reservation_id, breakdown.total)
         finally:
-            self._live.discard(reservation_id)  # on failure the lease runs out and the sweeper frees the hold
+            self._live.discard(reservation_id)  # given up: the lease runs out and the sweeper frees the hold
         call.reservation_id = ""
         if settlement.collected != breakdown.total:
             breakdown = breakdown.with_total(settlement.collected)
         return breakdown, usage, estimated, settlement
+
+    async def _settle_retrying(self, reservation_id: str, charge: Msat) -> Settlement:
+        """Settle, retrying a failing ledger (doubling waits, bounded by the retry budget). The id stays live meanwhile,
+        so the heartbeat keeps renewing the lease; settle is idempotent (`charge:<id>`) and still charges a hold the
+        sweeper expired anyway (capped at the available balance). A released or unknown reservation is not retried."""
+        timings = self._timings
+        delay, waited, attempt = timings.settle_retry_first_seconds, 0.0, 1
+        while True:
+            try:
+                return await self._ledger.settle(reservation_id, charge, self._clock.now())
+            except (ReservationNotFoundError, ReservationStateError) as exc:
+                self._settlements.settlement_failed(reservation_id, attempt, charge.value, type(exc).__name__)
+                raise
+            except Exception as exc:
+                if waited + delay > timings.settle_retry_budget_seconds:
+                    self._settlements.settlement_failed(reservation_id, attempt, charge.value, type(exc).__name__)
+                    raise
+                self._settlements.settlement_retry(reservation_id, attempt, delay, type(exc).__name__)
+            try:
+                await self._sleep(delay)
+            except asyncio.CancelledError:
+                self._settlements.settlement_failed(reservation_id, attempt, charge.value, "CancelledError")
+                raise
+            waited += delay
+            attempt += 1
+            delay = min(delay * 2, timings.settle_retry_max_seconds)
 
     async def _detached(self, work: Coroutine[Any, Any, _T]) -> _T:
         """Run `work` in a task the caller's cancellation cannot interrupt, and wait for it."""

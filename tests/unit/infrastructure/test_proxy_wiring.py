@@ -5,9 +5,17 @@ import json
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+import structlog.testing
+
 from app.adapters.providers import OpenAiUpstream, OpenRouterUpstream
 from app.domain.services.proxy import CompletedRequest
-from app.infrastructure.proxy_wiring import build_proxy_services, build_upstreams, start_proxy_jobs, stop_proxy_jobs
+from app.infrastructure.proxy_wiring import (
+    LogSettlementObserver,
+    build_proxy_services,
+    build_upstreams,
+    start_proxy_jobs,
+    stop_proxy_jobs,
+)
 from app.infrastructure.settings import load_settings
 from tests.fakes.clock import FixedClock
 from tests.fakes.ledger import InMemoryLedger
@@ -89,3 +97,18 @@ async def test_proxy_jobs_load_the_catalog_then_sweep_every_half_lease_until_sto
     assert sweeps >= 2
     assert sum(1 for name, _ in ledger.calls if name == "sweep_expired") == sweeps
     assert all(task.done() for task in tasks)
+
+
+def test_log_settlement_observer_logs_retry_and_failure_with_ids_and_error_class_only() -> None:
+    observer = LogSettlementObserver()
+
+    with structlog.testing.capture_logs() as logs:
+        observer.settlement_retry("req-1", 2, 0.2, "StorageUnavailableError")
+        observer.settlement_failed("req-1", 5, 1234, "StorageUnavailableError")
+
+    assert [(e["event"], e["log_level"], e["request_id"]) for e in logs] == [
+        ("settlement_retry", "warning", "req-1"),
+        ("settlement_failed", "error", "req-1"),
+    ]
+    assert logs[0]["delay_seconds"] == 0.2
+    assert logs[1]["charge_msat"] == 1234

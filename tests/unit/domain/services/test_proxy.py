@@ -2,7 +2,8 @@
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Mapping
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 
 import pytest
 
@@ -26,7 +27,7 @@ from app.domain.upstream import UpstreamRequest
 from app.domain.usage import Usage
 from tests.fakes.clock import FixedClock
 from tests.fakes.ledger import InMemoryLedger
-from tests.fakes.upstream import FakeUpstream, FakeUpstreamResponse, ScriptedReply
+from tests.fakes.upstream import FakeUpstream, ScriptedReply
 
 KEY = "sk-" + "ab" * 32
 KEY_ID = hash_api_key(KEY)[:8]
@@ -41,9 +42,20 @@ USAGE = {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15}
 class RecordingObserver:
     def __init__(self) -> None:
         self.records: list[CompletedRequest] = []
+        self.settlement_events: list[tuple[str, str, int, str]] = []
+        self.retry_delays: list[float] = []
+        self.failed_charges: list[int] = []
 
     def request_completed(self, record: CompletedRequest) -> None:
         self.records.append(record)
+
+    def settlement_retry(self, request_id: str, attempt: int, delay_seconds: float, error_type: str) -> None:
+        self.settlement_events.append(("retry", request_id, attempt, error_type))
+        self.retry_delays.append(delay_seconds)
+
+    def settlement_failed(self, request_id: str, attempts: int, charge_msat: int, error_type: str) -> None:
+        self.settlement_events.append(("failed", request_id, attempts, error_type))
+        self.failed_charges.append(charge_msat)
 
 
 class Harness:
@@ -54,6 +66,7 @@ class Harness:
         rate: int | None = RATE,
         balance: int = 10**7,
         timings: ProxyTimings | None = None,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self.ledger = InMemoryLedger()
         self.clock = FixedClock()
@@ -74,6 +87,8 @@ class Harness:
             policy=POLICY,
             observer=self.observer,
             timings=timings or ProxyTimings(lease_seconds=60, drain_seconds=5, keepalive_seconds=5),
+            settlements=self.observer,
+            sleep=sleep,
         )
         self.balance = balance
 
@@ -423,26 +438,116 @@ async def test_shutdown_cuts_open_streams_and_bills_them_by_estimate() -> None:
     assert harness.key()[1] == 0
 
 
-async def test_failed_settlement_leaves_the_hold_to_the_sweeper_and_stops_renewing_it() -> None:
-    ledgers: list[InMemoryLedger] = []
+class RecordingSleep:
+    """The retry backoff's sleep: records each wait and what was live meanwhile; `during` runs in the wait."""
 
-    class FailingSettleUpstream(FakeUpstream):
-        async def send(self, request: UpstreamRequest) -> FakeUpstreamResponse:
-            ledgers[0].fail_next = StorageUnavailableError("database down")
-            return await super().send(request)
+    def __init__(self) -> None:
+        self.delays: list[float] = []
+        self.live: list[frozenset[str]] = []
+        self.harness: Harness | None = None
+        self.during: Callable[[], Awaitable[None]] | None = None
 
-    harness = Harness({"a": FailingSettleUpstream("a", replies=[_json_reply({"choices": [], "usage": USAGE})])})
-    ledgers.append(harness.ledger)
+    async def __call__(self, seconds: float) -> None:
+        assert self.harness is not None
+        self.delays.append(seconds)
+        self.live.append(self.harness.service.live_request_ids)
+        if self.during is not None:
+            await self.during()
+
+
+def _storage_down(times: int) -> list[Exception]:
+    return [StorageUnavailableError("database down") for _ in range(times)]
+
+
+async def test_settlement_is_retried_with_backoff_and_charges_while_the_lease_is_renewed() -> None:
+    sleep = RecordingSleep()
+    harness = Harness({"a": FakeUpstream("a", replies=[_json_reply({"choices": [], "usage": USAGE})])}, sleep=sleep)
+    sleep.harness = harness
+    renewed: list[int] = []
+
+    async def heartbeat() -> None:
+        renewed.append(await harness.service.renew_leases())
+
+    sleep.during = heartbeat
     await harness.fund()
+    harness.ledger.failures["settle"] = _storage_down(3)
+
+    reply = await harness.post(_chat())
+
+    charge = _expected(Usage(input=10, output=5))
+    assert reply.status == 200
+    assert sleep.delays == [0.1, 0.2, 0.4]
+    assert sleep.live == [frozenset({"req-1"})] * 3
+    assert renewed == [1, 1, 1]
+    assert harness.ledger.reservations["req-1"].status is ReservationStatus.CHARGED
+    assert harness.key() == (10**7 - charge, 0)
+    assert harness.service.live_request_ids == frozenset()
+    assert [e[0] for e in harness.observer.settlement_events] == ["retry", "retry", "retry"]
+    assert harness.observer.retry_delays == [0.1, 0.2, 0.4]
+    assert harness.observer.records[-1].charged_msat == charge
+
+
+async def test_settlement_charges_the_hold_the_sweeper_expired_while_the_ledger_was_failing() -> None:
+    sleep = RecordingSleep()
+    harness = Harness({"a": FakeUpstream("a", replies=[_json_reply({"choices": [], "usage": USAGE})])}, sleep=sleep)
+    sleep.harness = harness
+
+    async def lease_lapses() -> None:
+        harness.clock.advance(61)
+        await harness.service.sweep()
+
+    sleep.during = lease_lapses
+    await harness.fund()
+    harness.ledger.failures["settle"] = _storage_down(1)
+
+    reply = await harness.post(_chat())
+
+    charge = _expected(Usage(input=10, output=5))
+    assert reply.status == 200
+    assert harness.ledger.reservations["req-1"].status is ReservationStatus.CHARGED
+    assert harness.key() == (10**7 - charge, 0)
+
+
+async def test_settlement_gives_up_after_the_retry_budget_and_leaves_the_hold_to_the_sweeper() -> None:
+    sleep = RecordingSleep()
+    timings = ProxyTimings(lease_seconds=60, settle_retry_budget_seconds=1.0)
+    harness = Harness(
+        {"a": FakeUpstream("a", replies=[_json_reply({"choices": [], "usage": USAGE})])}, sleep=sleep, timings=timings
+    )
+    sleep.harness = harness
+    await harness.fund()
+    harness.ledger.failures["settle"] = _storage_down(100)
 
     with pytest.raises(StorageUnavailableError):
         await harness.post(_chat())
 
+    assert sleep.delays == [0.1, 0.2, 0.4]
+    assert harness.observer.settlement_events[-1] == ("failed", "req-1", 4, "StorageUnavailableError")
+    assert harness.observer.failed_charges == [_expected(Usage(input=10, output=5))]
     assert harness.ledger.reservations["req-1"].status is ReservationStatus.ACTIVE
     assert harness.service.live_request_ids == frozenset()
-    harness.clock.advance(61)
-    assert await harness.service.sweep() == 1
-    assert harness.key() == (10**7, 0)
+
+
+async def test_shutdown_gives_up_a_settlement_that_keeps_failing_instead_of_hanging() -> None:
+    timings = ProxyTimings(lease_seconds=60, settle_retry_first_seconds=0.05, settle_retry_max_seconds=0.05)
+    harness = Harness({"a": FakeUpstream("a", replies=[_json_reply({"choices": [], "usage": USAGE})])}, timings=timings)
+    await harness.fund()
+    harness.ledger.failures["settle"] = _storage_down(10**6)
+    request = asyncio.ensure_future(harness.post(_chat()))
+    await asyncio.sleep(0.1)
+
+    started = time.perf_counter()
+    await harness.service.shutdown(grace_seconds=0.1, settle_seconds=0.1)
+
+    assert time.perf_counter() - started < 2
+    assert harness.observer.settlement_events[-1] == (
+        "failed",
+        "req-1",
+        harness.observer.settlement_events[-1][2],
+        "CancelledError",
+    )
+    with pytest.raises(asyncio.CancelledError):
+        await request
 
 
 def _multipart(model: str) -> bytes:
