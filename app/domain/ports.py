@@ -86,6 +86,17 @@ class Ledger(Protocol):
         """
         ...
 
+    async def resize(self, request_id: str, amount: Msat, now: datetime) -> Reservation:
+        """Grow an active hold to `amount` (failover to a dearer candidate, SPEC §5), atomically: CAS on the status and
+        the old amount, `reserved += Δ` guarded by the billing key's available balance and expiry, `limit_used += Δ`
+        guarded by the limit of a child or limited key. An `amount` not above the hold leaves it unchanged.
+
+        Raises ReservationNotFoundError for an unknown id, ReservationStateError when it is not active (or changed
+        concurrently), KeyExpiredError, InsufficientBalanceError (details: required_msat = Δ, available_msat) and
+        BalanceLimitExceededError; the hold is unchanged when it raises. Returns the reservation as stored after.
+        """
+        ...
+
     async def settle(self, request_id: str, charge: Msat, now: datetime) -> Settlement:
         """Charge a reservation exactly once: CAS `active|expired -> charged`, collect
         `min(charge, R + balance - reserved)` for an active hold (`min(charge, available)` for an expired one),

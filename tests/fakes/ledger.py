@@ -181,6 +181,32 @@ class InMemoryLedger:
         self.reservations[request.request_id] = reservation
         return reservation
 
+    async def resize(self, request_id: str, amount: Msat, now: datetime) -> Reservation:
+        self._enter("resize", request_id)
+        reservation = self.reservations.get(request_id)
+        if reservation is None:
+            msg = f"no reservation {request_id}"
+            raise ReservationNotFoundError(msg)
+        if reservation.status is not _S.ACTIVE:
+            msg = f"reservation {request_id} is {reservation.status.value} and cannot be resized"
+            raise ReservationStateError(msg)
+        delta = amount - reservation.amount if amount > reservation.amount else Msat(0)
+        if not delta:
+            return reservation
+        billing = self.keys[reservation.billing_key_hash]
+        check_reservable(billing, delta, now)
+        user = self.keys[reservation.key_hash]
+        if tracks_limit(user):
+            check_not_expired(user, now)
+            check_limit(user, delta)
+        self.keys[billing.key_hash] = dataclasses.replace(billing, reserved=billing.reserved + delta)
+        if tracks_limit(user):
+            current = self.keys[user.key_hash]
+            self.keys[user.key_hash] = dataclasses.replace(current, limit_used=current.limit_used + delta)
+        resized = dataclasses.replace(reservation, amount=amount)
+        self.reservations[request_id] = resized
+        return resized
+
     async def settle(self, request_id: str, charge: Msat, now: datetime) -> Settlement:
         self._enter("settle", request_id)
         reservation = self.reservations.get(request_id)

@@ -7,6 +7,7 @@ reads followed by writes; anything unusual (child keys, limits, expired holds, o
 general path, which reads and locks the rows first.
 """
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any, Final
@@ -36,6 +37,7 @@ from app.domain.balance import (
     tracks_limit,
 )
 from app.domain.errors import (
+    BalanceLimitExceededError,
     InsufficientBalanceError,
     InvalidApiKeyError,
     NotParentKeyError,
@@ -429,6 +431,67 @@ def _reserve_general(conn: Connection, request: ReservationRequest) -> Reservati
     return _insert_reservation(conn, request, key.key_hash, billing_hash)
 
 
+def _resize(conn: Connection, request_id: str, amount: Msat, now: datetime) -> Reservation:
+    """Grow an active hold: CAS on status and old amount, then the guarded `reserved += Δ` and `limit_used += Δ`.
+    Any refusal raises, so the transaction rolls the CAS back and the hold stays as it was."""
+    reservation = _reservation(conn, request_id)
+    if reservation is None:
+        msg = f"no reservation {request_id}"
+        raise ReservationNotFoundError(msg)
+    if reservation.status is not _S.ACTIVE:
+        msg = f"reservation {request_id} is {reservation.status.value} and cannot be resized"
+        raise ReservationStateError(msg)
+    delta = amount.value - reservation.amount.value
+    if delta <= 0:
+        return reservation
+    cas = conn.execute(
+        update(res_t)
+        .where(
+            RES.request_id == request_id,
+            RES.status == _S.ACTIVE.value,
+            RES.amount_msat == reservation.amount.value,
+        )
+        .values(amount_msat=amount.value)
+    )
+    if cas.rowcount != 1:
+        msg = f"reservation {request_id} changed during the resize"
+        raise ReservationStateError(msg)
+    held = conn.execute(
+        update(keys_t)
+        .where(
+            KEYS.key_hash == reservation.billing_key_hash,
+            KEYS.balance_msat - KEYS.reserved_msat >= delta,
+            _not_expired_at(now),
+        )
+        .values(reserved_msat=KEYS.reserved_msat + delta)
+    )
+    if held.rowcount != 1:
+        billing = _key(conn, reservation.billing_key_hash)
+        if billing is None:
+            msg = "The API key's parent is unknown"
+            raise InvalidApiKeyError(msg)
+        check_reservable(billing, Msat(delta), now)
+        msg = "Insufficient balance for this request"  # changed between the write and the re-read
+        raise InsufficientBalanceError(msg, details={"required_msat": delta, "available_msat": billing.available.value})
+    user = _key(conn, reservation.key_hash)
+    if user is not None and tracks_limit(user):
+        limited = conn.execute(
+            update(keys_t)
+            .where(
+                KEYS.key_hash == user.key_hash,
+                (KEYS.balance_limit_msat.is_(None)) | (KEYS.limit_used_msat + delta <= KEYS.balance_limit_msat),
+                _not_expired_at(now),
+            )
+            .values(limit_used_msat=KEYS.limit_used_msat + delta)
+        )
+        if limited.rowcount != 1:
+            check_not_expired(user, now)
+            check_limit(user, Msat(delta))
+            msg = "The key's balance limit is reached"  # changed between the read and the write
+            raise BalanceLimitExceededError(msg)
+    return dataclasses.replace(reservation, amount=amount)
+
+
 def _settle(conn: Connection, request_id: str, charge: Msat, now: datetime) -> Settlement:
     """Fast path for an active hold whose key can pay the whole charge: CAS the reservation, debit the billing key
     (guarded: hold + free balance covers the charge), move the child's totals, journal. Otherwise the general path."""
@@ -640,6 +703,9 @@ class SqlLedger:
             if stored is None:
                 raise
             return stored
+
+    async def resize(self, request_id: str, amount: Msat, now: datetime) -> Reservation:
+        return await self._db.run(_resize, request_id, amount, now)
 
     async def settle(self, request_id: str, charge: Msat, now: datetime) -> Settlement:
         try:

@@ -497,13 +497,20 @@ class ProxyService:
             amount = max(amount, per_request_msat(pricing, policy, call.rate))
         return amount
 
-    async def _reserve(self, call: _Call, amount: Msat, attempt: int) -> None:
-        """Hold `amount` for this attempt; a dearer failover candidate releases the smaller hold first."""
-        if call.reservation_id and amount <= call.reserved:
-            return
+    async def _reserve(self, call: _Call, amount: Msat) -> None:
+        """Hold `amount` under the request id; a dearer failover candidate grows the same hold in place (SPEC §5:
+        CAS on the amount, `reserved += Δ` guarded by the available balance); a cheaper one keeps the bigger hold."""
         if call.reservation_id:
-            await self._release(call)
-        reservation_id = call.request.request_id if attempt == 0 else f"{call.request.request_id}.{attempt}"
+            if amount <= call.reserved:
+                return
+            try:
+                await self._ledger.resize(call.reservation_id, amount, self._clock.now())
+            except InsufficientBalanceError as exc:
+                details = {**(exc.details or {}), "required_msat": amount.value, "model": call.model}
+                raise InsufficientBalanceError(exc.message, details=details) from None
+            call.reserved = amount
+            return
+        reservation_id = call.request.request_id
         now = self._clock.now()
         try:
             await self._ledger.reserve(
@@ -543,11 +550,11 @@ class ProxyService:
             call.pricing = offer.pricing if offer else None
             call.policy = self._policy_for(offer) if offer else self._policy
             try:
-                await self._reserve(call, self._reservation_for(call, offer), attempts)
-            except InsufficientBalanceError:
+                await self._reserve(call, self._reservation_for(call, offer))
+            except (InsufficientBalanceError, BalanceLimitExceededError):
                 if attempts == 0 or offer is candidates[-1]:
                     raise
-                continue  # a pricier failover candidate the key cannot afford is skipped
+                continue  # a pricier failover candidate the key (or its limit) cannot afford is skipped
             attempts += 1
             if attempts > 1:
                 call.failovers += 1

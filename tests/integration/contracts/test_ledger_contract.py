@@ -238,6 +238,111 @@ async def test_reserve_resets_limit_when_reset_boundary_passed(backend: Backend)
     assert stored.limit_reset_at == datetime(2026, 5, 6, tzinfo=UTC)
 
 
+# -- resize ----------------------------------------------------------------------------------------------------------
+async def test_resize_grows_the_hold_in_place_and_the_charge_keeps_the_request_id(backend: Backend) -> None:
+    key = await _key(backend.ledger, 10_000)
+    reservation = await backend.ledger.reserve(_request(key, 3_000))
+
+    resized = await backend.ledger.resize(reservation.request_id, Msat(5_000), NOW)
+
+    assert (resized.request_id, resized.amount, resized.status) == (
+        reservation.request_id,
+        Msat(5_000),
+        ReservationStatus.ACTIVE,
+    )
+    assert await backend.ledger.get_reservation(reservation.request_id) == resized
+    assert await _balance(backend.ledger, key) == (10_000, 5_000)
+    await backend.ledger.settle(reservation.request_id, Msat(4_500), NOW)
+    assert await _balance(backend.ledger, key) == (5_500, 0)
+    entries = await backend.ledger.entries_for_key(key.key_hash)
+    assert [(e.kind, e.amount_msat, e.request_id) for e in entries][1:] == [("charge", -4_500, reservation.request_id)]
+    assert await backend.audit.violations() == []
+
+
+async def test_resize_raises_insufficient_balance_and_leaves_the_hold_unchanged(backend: Backend) -> None:
+    key = await _key(backend.ledger, 1_000)
+    reservation = await backend.ledger.reserve(_request(key, 400))
+    await backend.ledger.reserve(_request(key, 300))
+
+    with pytest.raises(InsufficientBalanceError) as raised:
+        await backend.ledger.resize(reservation.request_id, Msat(801), NOW)
+
+    assert raised.value.details == {"required_msat": 401, "available_msat": 300}
+    stored = await backend.ledger.get_reservation(reservation.request_id)
+    assert stored is not None
+    assert (stored.amount, stored.status) == (Msat(400), ReservationStatus.ACTIVE)
+    assert await _balance(backend.ledger, key) == (1_000, 700)
+    assert await backend.audit.violations() == []
+
+
+async def test_resize_keeps_the_bigger_hold_when_the_amount_is_not_above_it(backend: Backend) -> None:
+    key = await _key(backend.ledger, 10_000)
+    reservation = await backend.ledger.reserve(_request(key, 3_000))
+
+    resized = await backend.ledger.resize(reservation.request_id, Msat(1_000), NOW)
+
+    assert resized.amount == Msat(3_000)
+    assert await _balance(backend.ledger, key) == (10_000, 3_000)
+
+
+async def test_resize_raises_key_expired_and_leaves_the_hold_unchanged_when_the_key_expired(backend: Backend) -> None:
+    key = await _key(backend.ledger, 10_000, expires_at=NOW + timedelta(seconds=10))
+    reservation = await backend.ledger.reserve(_request(key, 3_000))
+
+    with pytest.raises(KeyExpiredError):
+        await backend.ledger.resize(reservation.request_id, Msat(4_000), NOW + timedelta(seconds=11))
+
+    assert await _balance(backend.ledger, key) == (10_000, 3_000)
+
+
+async def test_resize_raises_state_error_when_released_and_not_found_when_unknown(backend: Backend) -> None:
+    key = await _key(backend.ledger, 10_000)
+    reservation = await backend.ledger.reserve(_request(key, 3_000))
+    await backend.ledger.release(reservation.request_id, NOW)
+
+    with pytest.raises(ReservationStateError):
+        await backend.ledger.resize(reservation.request_id, Msat(4_000), NOW)
+    with pytest.raises(ReservationNotFoundError):
+        await backend.ledger.resize("no-such-request", Msat(4_000), NOW)
+
+    assert await _balance(backend.ledger, key) == (10_000, 0)
+
+
+async def test_resize_of_a_child_grows_its_limit_used_and_the_parent_hold(backend: Backend) -> None:
+    parent = await _key(backend.ledger, 10_000)
+    child = await _child(backend, parent, balance_limit=Msat(5_000))
+    reservation = await backend.ledger.reserve(_request(child, 2_000))
+
+    await backend.ledger.resize(reservation.request_id, Msat(3_000), NOW)
+    await backend.ledger.settle(reservation.request_id, Msat(2_500), NOW)
+
+    assert await _balance(backend.ledger, parent) == (7_500, 0)
+    stored = await backend.ledger.get_key(child.key_hash)
+    assert stored is not None
+    assert stored.limit_used == Msat(2_500)
+    assert await backend.audit.violations() == []
+
+
+async def test_resize_raises_balance_limit_exceeded_for_a_child_and_leaves_the_hold_unchanged(
+    backend: Backend,
+) -> None:
+    parent = await _key(backend.ledger, 10_000)
+    child = await _child(backend, parent, balance_limit=Msat(1_000))
+    reservation = await backend.ledger.reserve(_request(child, 800))
+
+    with pytest.raises(BalanceLimitExceededError):
+        await backend.ledger.resize(reservation.request_id, Msat(1_001), NOW)
+
+    stored = await backend.ledger.get_reservation(reservation.request_id)
+    assert stored is not None
+    assert stored.amount == Msat(800)
+    assert await _balance(backend.ledger, parent) == (10_000, 800)
+    held_child = await backend.ledger.get_key(child.key_hash)
+    assert held_child is not None
+    assert held_child.limit_used == Msat(800)
+    assert await backend.audit.violations() == []
+
+
 # -- settle ----------------------------------------------------------------------------------------------------------
 async def test_settle_charges_once_and_journals_charge(backend: Backend) -> None:
     key = await _key(backend.ledger, 10_000)

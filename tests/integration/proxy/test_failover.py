@@ -1,4 +1,4 @@
-"""Several upstreams from a providers file: failover before the first byte, re-reserving for a dearer candidate."""
+"""Several upstreams from a providers file: failover before the first byte, growing the hold for a dearer candidate."""
 
 import json
 from collections.abc import Iterator
@@ -7,6 +7,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from app.domain.accounts import LedgerEntry
+from app.domain.money import Msat
 from app.domain.pricing import FeeSchedule, ModelPricing, PricingPolicy, charge_for
 from app.domain.usage import normalize_usage
 from tests.support.backends import free_port
@@ -65,11 +67,12 @@ def test_failover_bills_the_dearer_second_candidate_when_first_answers_503(
     assert [r.path for r in echo.received if r.method == "POST"] == ["/v1/chat/completions"]
     assert [r.path for r in second_echo.received if r.method == "POST"] == ["/v1/chat/completions"]
     request_id = response.headers["x-routstr-request-id"]
-    first, second = probe.reservation(request_id), probe.reservation(f"{request_id}.1")
-    assert first is not None
-    assert second is not None
-    assert (first.status.value, second.status.value) == ("released", "charged")
-    assert second.amount > first.amount  # re-reserved for the dearer candidate
+    held = probe.reservation(request_id)
+    assert held is not None
+    assert (held.status.value, held.charged) == ("charged", Msat(expected))
+    assert probe.reservation(f"{request_id}.1") is None  # the hold grew in place (SPEC §5), no second reservation
+    charges = [e for e in probe.entries(key) if isinstance(e, LedgerEntry) and e.kind == "charge"]
+    assert [e.request_id for e in charges] == [request_id]
 
 
 def test_upstream_400_is_not_failed_over_and_is_free(

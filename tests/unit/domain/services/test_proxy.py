@@ -7,9 +7,10 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 
 import pytest
 
-from app.domain.accounts import NewApiKey, ReservationStatus, hash_api_key
+from app.domain.accounts import LimitReset, NewApiKey, ReservationStatus, hash_api_key
 from app.domain.catalog import Catalog, ModelOffer
 from app.domain.errors import (
+    BalanceLimitExceededError,
     InsufficientBalanceError,
     InvalidJsonError,
     ModelNotFoundError,
@@ -67,15 +68,19 @@ class Harness:
         balance: int = 10**7,
         timings: ProxyTimings | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        offers: list[ModelOffer] | None = None,
     ) -> None:
         self.ledger = InMemoryLedger()
         self.clock = FixedClock()
         self.observer = RecordingObserver()
         self.upstreams = upstreams
-        offers = [
-            ModelOffer(id="vendor/model-a", provider_id=pid, upstream_id=f"{pid}-model", pricing=PRICING, priority=n)
-            for n, pid in enumerate(upstreams)
-        ]
+        if offers is None:
+            offers = [
+                ModelOffer(
+                    id="vendor/model-a", provider_id=pid, upstream_id=f"{pid}-model", pricing=PRICING, priority=n
+                )
+                for n, pid in enumerate(upstreams)
+            ]
         self.rate = rate
         self.service = ProxyService(
             ledger=self.ledger,
@@ -548,6 +553,90 @@ async def test_shutdown_gives_up_a_settlement_that_keeps_failing_instead_of_hang
     )
     with pytest.raises(asyncio.CancelledError):
         await request
+
+
+DEAR = ModelPricing.from_usd(prompt="0.0001", completion="0.0002", context_length=8192, max_completion_tokens=512)
+
+
+def _offer(provider: str, pricing: ModelPricing, model: str = "vendor/model-a") -> ModelOffer:
+    return ModelOffer(id=model, provider_id=provider, upstream_id=f"{provider}-model", pricing=pricing)
+
+
+async def _quote(harness: Harness) -> int:
+    request = ProxyRequest("/chat/completions", json.dumps(_chat()).encode(), [], f"Bearer {KEY}", "quote")
+    return (await harness.service.quote(request))[1].value
+
+
+async def test_failover_to_a_dearer_candidate_grows_the_hold_in_place_under_the_request_id() -> None:
+    cheap = FakeUpstream("cheap", replies=[ScriptedReply(status=503)])
+    dear = FakeUpstream("dear", replies=[_json_reply({"choices": [], "usage": USAGE})])
+    offers = [_offer("cheap", PRICING), _offer("dear", DEAR)]
+    harness = Harness({"cheap": cheap, "dear": dear}, offers=offers)
+    dear_only = Harness({"dear": dear}, offers=[_offer("dear", DEAR)])
+    await harness.fund()
+
+    reply = await harness.post(_chat())
+
+    assert reply.status == 200
+    assert [c for c in harness.ledger.calls if c[0] in {"reserve", "resize", "release"}] == [
+        ("reserve", "req-1"),
+        ("resize", "req-1"),
+    ]
+    assert list(harness.ledger.reservations) == ["req-1"]
+    held = harness.ledger.reservations["req-1"]
+    assert (held.status, held.amount.value) == (ReservationStatus.CHARGED, await _quote(dear_only))
+    charges = [e for e in harness.ledger.entries if e.kind == "charge"]
+    assert [e.request_id for e in charges] == ["req-1"]
+    assert harness.observer.records[-1].reserved_msat == held.amount.value
+
+
+async def test_failover_skips_a_dearer_candidate_beyond_the_key_limit_and_serves_the_next() -> None:
+    cheap = FakeUpstream("cheap", replies=[ScriptedReply(status=503)])
+    dear = FakeUpstream("dear", replies=[_json_reply({"choices": [], "usage": USAGE})])
+    other = FakeUpstream("other", replies=[_json_reply({"choices": [], "usage": USAGE})])
+    offers = [_offer("cheap", PRICING), _offer("dear", DEAR), _offer("other", PRICING, "other/model-a")]
+    harness = Harness({"cheap": cheap, "dear": dear, "other": other}, offers=offers)
+    limit = 3 * await _quote(harness)
+    await harness.ledger.create_key(
+        NewApiKey(
+            hash_api_key(KEY),
+            Msat(10**7),
+            harness.clock.now(),
+            balance_limit=Msat(limit),
+            balance_limit_reset=LimitReset.DAILY,
+        )
+    )
+
+    reply = await harness.post(_chat())
+
+    assert reply.status == 200
+    assert dear.requests == []
+    assert len(other.requests) == 1
+    assert harness.ledger.reservations["req-1"].status is ReservationStatus.CHARGED
+    assert harness.key() == (10**7 - _expected(Usage(input=10, output=5)), 0)
+
+
+async def test_failover_raises_balance_limit_exceeded_when_the_last_candidate_passes_the_limit() -> None:
+    cheap = FakeUpstream("cheap", replies=[ScriptedReply(status=503)])
+    dear = FakeUpstream("dear", replies=[_json_reply({"choices": [], "usage": USAGE})])
+    harness = Harness({"cheap": cheap, "dear": dear}, offers=[_offer("cheap", PRICING), _offer("dear", DEAR)])
+    limit = 3 * await _quote(harness)
+    await harness.ledger.create_key(
+        NewApiKey(
+            hash_api_key(KEY),
+            Msat(10**7),
+            harness.clock.now(),
+            balance_limit=Msat(limit),
+            balance_limit_reset=LimitReset.DAILY,
+        )
+    )
+
+    with pytest.raises(BalanceLimitExceededError):
+        await harness.post(_chat())
+
+    assert dear.requests == []
+    assert harness.ledger.reservations["req-1"].status is ReservationStatus.RELEASED
+    assert harness.key() == (10**7, 0)
 
 
 def _multipart(model: str) -> bytes:
