@@ -433,7 +433,9 @@ class Wallet(Protocol):
     ) -> RefundRecord:
         """One transaction: the reserved inputs become `spent` (or `sent` when they are sent as they are), signed
         outputs become `sent` (`sent`) or `unspent` (`change`), and the row becomes `issued` with `fee`.
-        Idempotent: completing an issued send returns it unchanged."""
+        Idempotent: completing an issued send returns it unchanged. A send already `failed` (its debit given back,
+        e.g. by the reconciler) stays `failed` and is returned so: if a swap of its inputs landed after all, the
+        inputs become `spent` and all signed outputs `unspent` node proofs; nothing may be handed out then."""
         ...
 
     async def cancel_send(self, refund_id: str, now: datetime, *, inputs_spent: bool = False) -> bool:

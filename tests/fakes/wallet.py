@@ -344,6 +344,14 @@ class InMemoryWallet:
         if record.state is RefundState.ISSUED:
             return record
         op_id = refund_op_id(refund_id)
+        if record.state is RefundState.FAILED:  # reversed meanwhile: keep a late swap's proofs, hand out nothing
+            inputs = [r for r in self.proofs.rows if r.op_id == op_id and r.state in {_P.RESERVED, _P.UNSPENT}]
+            if {p.secret for p in sent} <= {r.output.secret for r in inputs} and not change:
+                return record
+            for row in inputs:
+                row.state = _P.SPENT
+            self.proofs.sign(op_id, [*sent, *change], _P.UNSPENT)
+            return record
         sent_secrets = {p.secret for p in sent}
         for row in self.proofs.rows:
             if row.op_id == op_id and row.state is _P.RESERVED:

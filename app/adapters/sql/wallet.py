@@ -254,6 +254,9 @@ class SqlWallet:
             if record.state is RefundState.ISSUED:
                 return record
             op_id = refund_op_id(refund_id)
+            if record.state is RefundState.FAILED:
+                await self._keep_late_swap(conn, op_id, sent, change, now)
+                return record
             sent_secrets = [p.secret for p in sent]
             await conn.execute(
                 update(proofs_t)
@@ -409,6 +412,25 @@ class SqlWallet:
             return int(total.scalar_one())
 
     # -- helpers -----------------------------------------------------------------------------------------------------
+    @staticmethod
+    async def _keep_late_swap(
+        conn: AsyncConnection, op_id: str, sent: Sequence[Proof], change: Sequence[Proof], now: datetime
+    ) -> None:
+        """The send was reversed, yet a swap of its inputs landed: the inputs are spent and every signed output is the
+        node's (`unspent`); nothing is handed out. Inputs sent as they are (no swap) stay as they are."""
+        inputs = await conn.execute(
+            select(PROOFS.secret).where(PROOFS.op_id == op_id, PROOFS.state.in_([_P.RESERVED.value, _P.UNSPENT.value]))
+        )
+        input_secrets = {row[0] for row in inputs}
+        if {p.secret for p in sent} <= input_secrets and not change:
+            return
+        await conn.execute(
+            update(proofs_t)
+            .where(PROOFS.op_id == op_id, PROOFS.secret.in_(input_secrets))
+            .values(state=_P.SPENT.value, updated_at=now)
+        )
+        await mark_signed(conn, op_id, [*sent, *change], _P.UNSPENT, now)
+
     @staticmethod
     async def _refund(conn: AsyncConnection, refund_id: str, *, lock: bool = False) -> RefundRecord | None:
         statement = select(refunds_t).where(REFUNDS.id == refund_id)

@@ -16,7 +16,14 @@ from app.domain.errors import (
     TokenPendingError,
 )
 from app.domain.ports import Clock, Mint, Redemptions, Wallet
-from app.domain.wallet import Redemption, RedemptionCredit, RedemptionState, RefundRecord, unit_to_msat
+from app.domain.wallet import (
+    Redemption,
+    RedemptionCredit,
+    RedemptionState,
+    RefundRecord,
+    RefundState,
+    unit_to_msat,
+)
 
 BATCH = 100
 _S = RedemptionState
@@ -156,8 +163,8 @@ class ReconcilerService:
             return Outcome.LEFT
         sent = [p for p in restored if p.secret in send_secrets]
         change = [p for p in restored if p.secret not in send_secrets]
-        await self._wallet.complete_send(record.id, sent, change, fee, self._clock.now())
-        return Outcome.ISSUED
+        issued = await self._wallet.complete_send(record.id, sent, change, fee, self._clock.now())
+        return Outcome.ISSUED if issued.state is RefundState.ISSUED else Outcome.MOVED
 
     async def _restore(self, mint_url: str, outputs: Sequence[PendingOutput]) -> Sequence[Proof] | None:
         """NUT-09 restore; [] without outputs, None when the mint cannot answer."""

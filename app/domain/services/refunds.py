@@ -22,7 +22,7 @@ from app.domain.errors import (
     TokenPendingError,
 )
 from app.domain.ports import Clock, Mint, TokenCodec, Wallet
-from app.domain.wallet import RefundKind, RefundRecord, SendRequest, payable_units
+from app.domain.wallet import RefundKind, RefundRecord, RefundState, SendRequest, payable_units
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,8 +145,7 @@ class RefundService:
         """Hand out the inputs as they are when they add up exactly, else swap them into `amount - fee` plus change."""
         total = sum(p.amount for p in inputs)
         if total == record.amount:
-            await self._wallet.complete_send(record.id, inputs, (), 0, self._clock.now())
-            return inputs
+            return await self._complete(record, inputs, (), 0)
         try:
             fee = await self._mint.input_fee(record.mint_url, inputs)
         except DomainError:
@@ -177,7 +176,16 @@ class RefundService:
             await self._wallet.cancel_send(record.id, self._clock.now())
             raise
         sent, change = list(signed[: len(send_outputs)]), list(signed[len(send_outputs) :])
-        await self._wallet.complete_send(record.id, sent, change, fee, self._clock.now())
+        return await self._complete(record, sent, change, fee)
+
+    async def _complete(
+        self, record: RefundRecord, sent: Sequence[Proof], change: Sequence[Proof], fee: int
+    ) -> Sequence[Proof]:
+        """Issue the send; if it was reversed meanwhile (the reconciler gave the debit back), hand nothing out."""
+        done = await self._wallet.complete_send(record.id, sent, change, fee, self._clock.now())
+        if done.state is not RefundState.ISSUED:
+            msg = "The mint answered too late; nothing was refunded and the balance is unchanged"
+            raise MintUnreachableError(msg)
         return sent
 
     async def _reconcile(
@@ -202,8 +210,7 @@ class RefundService:
                 sent = [p for p in restored if p.secret in send_secrets]
                 change = [p for p in restored if p.secret not in send_secrets]
                 fee = sum(p.amount for p in inputs) - sum(p.amount for p in restored)
-                await self._wallet.complete_send(record.id, sent, change, fee, self._clock.now())
-                return sent
+                return await self._complete(record, sent, change, fee)
         await self._wallet.mark_ambiguous(record.id, self._clock.now())
         msg = "The mint did not answer; the refund will be settled shortly and can be fetched again then"
         raise MintUnreachableError(msg)

@@ -392,3 +392,37 @@ async def test_cancel_send_with_spent_inputs_marks_them_spent_and_gives_the_debi
     assert await _kinds(backend, key.key_hash) == [("deposit", 6_000), ("refund", -4_000), ("refund_reversal", 4_000)]
     assert await backend.wallet.balance(backend.mint, "sat") == 10  # the spent proof no longer counts
     assert await backend.wallet.send_inputs(record.id) == []
+
+
+async def test_complete_send_of_a_reversed_send_keeps_a_late_swap_as_node_proofs_and_issues_nothing(
+    backend: Backend,
+) -> None:
+    key, _ = await _fund(backend, [8])
+    record, inputs = await backend.wallet.reserve_send(_send(backend, key, 5))
+    outputs = _outputs([4, 1, 2, 1])
+    await backend.wallet.persist_outputs(record.id, backend.mint, "sat", outputs, NOW)
+    assert await backend.wallet.cancel_send(record.id, NOW)
+    signed = _signed(outputs)
+
+    after = await backend.wallet.complete_send(record.id, signed[:2], signed[2:], 0, NOW)
+
+    assert after.state is RefundState.FAILED
+    assert await backend.wallet.latest_refund(key.key_hash, NOW) is None
+    assert await backend.wallet.balance(backend.mint, "sat") == 8  # outputs unspent, the spent input not counted
+    assert (await backend.ledger.get_key(key.key_hash)).balance == Msat(8_000)  # type: ignore[union-attr]
+    again, picked = await backend.wallet.reserve_send(_send(backend, key, 8, expected=8_000))
+    assert inputs[0].secret not in {p.secret for p in picked}
+    assert again.state is RefundState.PENDING
+
+
+async def test_complete_send_as_is_of_a_reversed_send_leaves_its_inputs_unspent(backend: Backend) -> None:
+    key, _ = await _fund(backend, [4])
+    record, inputs = await backend.wallet.reserve_send(_send(backend, key, 4))
+    assert await backend.wallet.cancel_send(record.id, NOW)
+
+    after = await backend.wallet.complete_send(record.id, inputs, (), 0, NOW)
+
+    assert after.state is RefundState.FAILED
+    assert await backend.wallet.balance(backend.mint, "sat") == 4
+    _, picked = await backend.wallet.reserve_send(_send(backend, key, 4))
+    assert [p.secret for p in picked] == [inputs[0].secret]

@@ -364,3 +364,28 @@ async def test_x_cashu_refund_is_in_progress_then_pays_pending_change_after_reco
     refunded = await x.service.refund(token)
     assert refunded.amount == owed
     assert await InMemoryLedgerAudit(x.ledger).violations() == []
+
+
+async def test_refund_hands_nothing_out_when_the_reconciler_reversed_it_before_its_slow_swap_landed(env: Env) -> None:
+    key = env.fund(5_000, [8])
+    env.mint.gate_first_swap = True
+    live = asyncio.create_task(env.refunds.refund(key))
+    await env.mint.in_swap.wait()  # the swap is stuck before reaching the mint (backoff, semaphore)
+    env.clock.advance(STALE)
+    report = await env.reconciler.run_once()  # inputs still unspent at the mint: the debit is given back
+    assert report.count(Outcome.REVERSED) == 1
+
+    env.mint.may_send.set()  # ...then the swap lands after all
+    env.mint.may_return.set()
+    with pytest.raises(MintUnreachableError):
+        await live
+
+    assert env.wallet.refunds["refund0"].state is RefundState.FAILED
+    assert env.ledger.keys[KEY_HASH].balance == Msat(5_000)
+    assert env.entries("refund_reversal") == [5_000]
+    assert env.proofs.value(MINT, "sat") == 8  # the swap's outputs are node money; the spent input is not
+    assert {r.state for r in env.proofs.rows if r.op_id == "refund:refund0"} == {
+        WalletProofState.SPENT,
+        WalletProofState.UNSPENT,
+    }
+    await env.audit()
