@@ -1,10 +1,14 @@
 """The reconciler as a leased job: only the lease holder reconciles; a failing pass does not end the loop."""
 
+import asyncio
+
 import pytest
+from litestar.testing import AsyncTestClient
 
 from app.domain.errors import MintUnreachableError, RedemptionPendingError, StorageUnavailableError
 from app.domain.services.payments import MintPolicy, RedemptionService
 from app.domain.wallet import RedemptionState, token_key_hash
+from app.infrastructure.app import create_app
 from app.infrastructure.container import Adapters
 from app.infrastructure.reconciler_jobs import INTERVAL_SECONDS, RECONCILER_LEASE_NAME, ReconcilerJob
 from app.infrastructure.settings import Settings, load_settings
@@ -100,3 +104,18 @@ async def test_reconciler_job_settles_a_stale_redemption_and_keeps_running_after
     assert sleeps == [INTERVAL_SECONDS, INTERVAL_SECONDS]
     row = redemptions.rows[adapters.token_codec.decode_token(token).token_hash]
     assert row.state is RedemptionState.CREDITED
+
+
+async def test_app_lifespan_runs_the_reconciler_under_its_lease_and_hands_it_back_on_shutdown() -> None:
+    leases = InMemoryJobLeases()
+    adapters = _adapters(FixedClock(), leases, "node-1")
+    settings = load_settings({"CASHU_MINTS": MINT, "BTC_USD_PRICE": "100000", "RELAYS": "ws://127.0.0.1:1"})
+
+    async with AsyncTestClient(app=create_app(settings, adapters)):
+        for _ in range(100):  # the job's first cycle runs as soon as the loop gets to it
+            if leases.attempts:
+                break
+            await asyncio.sleep(0.01)
+        assert (RECONCILER_LEASE_NAME, "node-1", True) in leases.attempts
+
+    assert RECONCILER_LEASE_NAME not in leases.leases
