@@ -2,6 +2,7 @@
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import re
 import time
@@ -39,7 +40,13 @@ from app.domain.errors import (
     UpstreamRateLimitedError,
     UpstreamTimeoutError,
 )
-from app.domain.estimate import PromptSize, estimated_usage, measure_prompt, validate_max_tokens
+from app.domain.estimate import (
+    PromptSize,
+    estimated_output_tokens,
+    estimated_usage,
+    measure_prompt,
+    validate_max_tokens,
+)
 from app.domain.money import Msat
 from app.domain.ports import Clock, Ledger, Upstream, UpstreamResponse
 from app.domain.pricing import (
@@ -182,6 +189,7 @@ class _Call:
     upstream_ms: int | None = None
     failovers: int = 0
     usage: Usage | None = None
+    usage_final: bool = False  # the dialect's final usage event (or a whole body) was seen, not just a partial one
     generated_bytes: int = 0
     # streaming
     stream_id: str = ""
@@ -623,6 +631,13 @@ class ProxyService:
         estimated = usage is None
         if usage is None:
             usage = estimated_usage(call.prompt, call.generated_bytes)
+        elif not call.usage_final:
+            # A stream cut before its final usage event (e.g. Anthropic after `message_start`, whose output count is
+            # a placeholder): the reported output is only a lower bound, the delivered text is billed at least.
+            output = max(usage.output, estimated_output_tokens(call.generated_bytes))
+            if output != usage.output:
+                usage = dataclasses.replace(usage, output=output, cost_usd_pusd=None)
+            estimated = True
         if call.route not in PRICED_ROUTES or (call.pricing is None and not call.policy.fixed_mode):
             # passthrough: the usage cost when reported, else the per-request price (exact, not an estimate)
             breakdown = passthrough_charge(None if estimated else usage, call.pricing, call.policy, call.rate)
@@ -701,6 +716,7 @@ class ProxyService:
             except (ValueError, UnicodeDecodeError):
                 payload = None
         reported: Usage | None = None
+        call.usage_final = True  # a whole body: whatever usage it reports is final
         if isinstance(payload, dict):
             reported = normalize_usage(payload)
             call.generated_bytes = generated_bytes(payload)
@@ -856,12 +872,15 @@ class ProxyService:
         if not isinstance(payload, dict):
             return event.encode()
         call.generated_bytes += generated_bytes(payload)
+        kind = payload.get("type")
         if call.route == MESSAGES:  # Anthropic: everything passes through; usage is folded as it comes
             call.usage = stream_usage(call.usage, payload)
+            if kind == "message_delta" and isinstance(payload.get("usage"), dict):
+                call.usage_final = True
             return event.encode()
-        kind = payload.get("type")
         if kind in {"response.completed", "response.incomplete"}:
             call.usage = normalize_usage(payload) or call.usage
+            call.usage_final = True
             call.held_typed = (event.event or str(kind), payload)
             return None
         usage_value = payload.get("usage")
@@ -869,6 +888,7 @@ class ProxyService:
             found = normalize_usage(payload)
             if found is not None:
                 call.usage = found
+                call.usage_final = True
                 call.held_usage = payload
                 choices = payload.get("choices")
                 if not choices:

@@ -20,6 +20,7 @@ from app.domain.errors import (
     UpstreamRateLimitedError,
     UpstreamTimeoutError,
 )
+from app.domain.estimate import estimated_output_tokens
 from app.domain.money import Msat
 from app.domain.pricing import FeeSchedule, ModelPricing, PricingPolicy, charge_for
 from app.domain.services.accounts import AccountService
@@ -69,6 +70,7 @@ class Harness:
         timings: ProxyTimings | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         offers: list[ModelOffer] | None = None,
+        messages_providers: frozenset[str] = frozenset(),
     ) -> None:
         self.ledger = InMemoryLedger()
         self.clock = FixedClock()
@@ -94,6 +96,7 @@ class Harness:
             timings=timings or ProxyTimings(lease_seconds=60, drain_seconds=5, keepalive_seconds=5),
             settlements=self.observer,
             sleep=sleep,
+            messages_providers=messages_providers,
         )
         self.balance = balance
 
@@ -637,6 +640,61 @@ async def test_failover_raises_balance_limit_exceeded_when_the_last_candidate_pa
     assert dear.requests == []
     assert harness.ledger.reservations["req-1"].status is ReservationStatus.RELEASED
     assert harness.key() == (10**7, 0)
+
+
+def _anthropic_event(name: str, payload: Mapping[str, object]) -> bytes:
+    return f"event: {name}\ndata: {json.dumps(payload)}\n\n".encode()
+
+
+_MESSAGE_START = _anthropic_event(
+    "message_start",
+    {"type": "message_start", "message": {"id": "m1", "usage": {"input_tokens": 10, "output_tokens": 1}}},
+)
+_TEXT_DELTA = _anthropic_event(
+    "content_block_delta",
+    {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "x" * 400}},
+)
+_MESSAGES_BODY = {
+    "model": "vendor/model-a",
+    "max_tokens": 10_000,
+    "stream": True,
+    "messages": [{"role": "user", "content": "hi"}],
+}
+
+
+async def test_anthropic_stream_cut_after_message_start_bills_the_delivered_text_as_estimated() -> None:
+    chunks = [_MESSAGE_START, *[_TEXT_DELTA] * 50]
+    broken = ScriptedReply(
+        content_type="text/event-stream", chunks=chunks, fail_after=len(chunks), error=UpstreamError("reset")
+    )
+    harness = Harness({"a": FakeUpstream("a", replies=[broken])}, messages_providers=frozenset({"a"}))
+    await harness.fund()
+
+    reply = await harness.post(_MESSAGES_BODY, path="/messages")
+    events = _data(await _drain(reply.stream))
+
+    delivered = estimated_output_tokens(50 * 400)
+    record = harness.observer.records[-1]
+    assert (record.completion_tokens, record.estimated) == (delivered, True)
+    assert record.charged_msat == _expected(Usage(input=10, output=delivered))
+    assert json.loads(events[-1])["estimated"] is True
+
+
+async def test_anthropic_stream_with_message_delta_bills_the_reported_output_exactly() -> None:
+    delta = _anthropic_event(
+        "message_delta",
+        {"type": "message_delta", "delta": {"stop_reason": "end_turn"}, "usage": {"output_tokens": 7}},
+    )
+    stream = ScriptedReply(content_type="text/event-stream", chunks=[_MESSAGE_START, _TEXT_DELTA, delta])
+    harness = Harness({"a": FakeUpstream("a", replies=[stream])}, messages_providers=frozenset({"a"}))
+    await harness.fund()
+
+    reply = await harness.post(_MESSAGES_BODY, path="/messages")
+    await _drain(reply.stream)
+
+    record = harness.observer.records[-1]
+    assert (record.completion_tokens, record.estimated) == (7, False)
+    assert record.charged_msat == _expected(Usage(input=10, output=7))
 
 
 def _multipart(model: str) -> bytes:
