@@ -13,6 +13,8 @@ from litestar.di import Provide
 from app.adapters.catalog import configured_providers, static_offers
 from app.adapters.prices import build_price_sources, make_price_client
 from app.adapters.providers import AnthropicUpstream, OpenAiUpstream, OpenRouterUpstream, make_upstream_client
+from app.api.errors import status_and_type
+from app.domain.errors import DomainError
 from app.domain.money import Msat
 from app.domain.node import VERSION
 from app.domain.ports import Clock, Ledger, Upstream
@@ -27,6 +29,14 @@ from app.infrastructure.settings import Settings
 log: structlog.typing.FilteringBoundLogger = structlog.get_logger(__name__)
 
 Closers = list[Callable[[], Awaitable[None]]]
+
+
+def client_status(error: BaseException) -> int:
+    """The HTTP status the client gets for an error the proxy raised (the API's mapping, e.g. 400 for a spent Cashu
+    token), so `request_completed` logs the real status; 499 when the client went away, 500 otherwise."""
+    if isinstance(error, DomainError):
+        return status_and_type(error)[0]
+    return 499 if isinstance(error, asyncio.CancelledError) else 500
 
 
 class LogSettlementObserver:
@@ -177,6 +187,7 @@ def build_proxy_services(
         ),
         messages_providers=frozenset(p.id for p in providers if p.type is ProviderType.ANTHROPIC),
         settlements=LogSettlementObserver(),
+        refusal_status=client_status,
     )
     return ProxyServices(rates=rates, catalog=catalog, proxy=proxy, closers=closers)
 

@@ -325,8 +325,10 @@ class ProxyService:
         messages_providers: frozenset[str] = frozenset(),
         settlements: SettlementObserver | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        refusal_status: Callable[[BaseException], int] | None = None,
     ) -> None:
         self._ledger = ledger
+        self._refusal_status = refusal_status or domain_refusal_status
         self._settlements: SettlementObserver = settlements or _Unobserved()
         self._sleep = sleep
         self._messages_providers = messages_providers
@@ -387,7 +389,7 @@ class ProxyService:
         try:
             call = await self._prepare(request, started)
         except DomainError as exc:
-            self._observer.request_completed(_refused_record(request, exc, started))
+            self._observer.request_completed(_refused_record(request, self._refusal_status(exc), started))
             raise
         ordered = self._order(call.matches, call)
         try:
@@ -396,7 +398,7 @@ class ProxyService:
             if call.reservation_id and not call.settling:
                 await self._detached(self._release(call))
             if not call.observed:
-                self._observe(call, status=_refusal_status(exc), charged=Msat(0), estimated=False)
+                self._observe(call, status=self._refusal_status(exc), charged=Msat(0), estimated=False)
             raise
 
     async def quote(self, request: ProxyRequest) -> tuple[str | None, Msat]:
@@ -1000,7 +1002,7 @@ def _upstream_failure(response: UpstreamResponse) -> DomainError:
     return UpstreamError(f"The upstream answered {response.status}")
 
 
-def _refused_record(request: ProxyRequest, error: DomainError, started: float) -> CompletedRequest:
+def _refused_record(request: ProxyRequest, status: int, started: float) -> CompletedRequest:
     """The log record of a request refused before a credential was resolved: nothing reserved or charged."""
     key_hash = _sk_key_hash(request.authorization)
     return CompletedRequest(
@@ -1012,7 +1014,7 @@ def _refused_record(request: ProxyRequest, error: DomainError, started: float) -
         completion_tokens=0,
         reserved_msat=0,
         charged_msat=0,
-        status=_refusal_status(error),
+        status=status,
         duration_ms=int((time.perf_counter() - started) * 1000),
         upstream_ms=None,
         streamed=False,
@@ -1032,8 +1034,9 @@ _STATUS_BY_REFUSAL: Final[tuple[tuple[type[DomainError], int], ...]] = (
 )
 
 
-def _refusal_status(error: BaseException) -> int:
-    """The status a refused request ends with, for the log line (the API maps the error the same way)."""
+def domain_refusal_status(error: BaseException) -> int:
+    """The status a refused request ends with, for the log line, as far as the domain knows it (the composition root
+    passes the API's full mapping instead; errors not listed here, e.g. Cashu ones, are 500 here)."""
     for kind, status in _STATUS_BY_REFUSAL:
         if isinstance(error, kind):
             return status

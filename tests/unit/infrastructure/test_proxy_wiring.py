@@ -5,14 +5,24 @@ import json
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+import pytest
 import structlog.testing
 
 from app.adapters.providers import OpenAiUpstream, OpenRouterUpstream
-from app.domain.services.proxy import CompletedRequest
+from app.domain.errors import (
+    InsufficientBalanceError,
+    InvalidCashuTokenError,
+    MintUnreachableError,
+    TokenAlreadySpentError,
+    UpstreamTimeoutError,
+)
+from app.domain.services.accounts import AccountService, Caller
+from app.domain.services.proxy import CompletedRequest, ProxyRequest
 from app.infrastructure.proxy_wiring import (
     LogSettlementObserver,
     build_proxy_services,
     build_upstreams,
+    client_status,
     start_proxy_jobs,
     stop_proxy_jobs,
 )
@@ -20,6 +30,7 @@ from app.infrastructure.settings import load_settings
 from tests.fakes.clock import FixedClock
 from tests.fakes.ledger import InMemoryLedger
 from tests.fakes.upstream import FakeUpstream
+from tests.unit.domain.services.test_proxy import Harness
 
 BASE = {"CASHU_MINTS": "http://127.0.0.1:3338", "UPSTREAM_BASE_URL": "http://127.0.0.1:9/v1"}
 
@@ -112,3 +123,44 @@ def test_log_settlement_observer_logs_retry_and_failure_with_ids_and_error_class
     ]
     assert logs[0]["delay_seconds"] == 0.2
     assert logs[1]["charge_msat"] == 1234
+
+
+@pytest.mark.parametrize(
+    ("error", "status"),
+    [
+        (TokenAlreadySpentError("spent"), 400),
+        (InvalidCashuTokenError("bad"), 400),
+        (MintUnreachableError("down"), 503),
+        (InsufficientBalanceError("short"), 402),
+        (UpstreamTimeoutError("slow"), 504),
+        (asyncio.CancelledError(), 499),
+        (RuntimeError("bug"), 500),
+    ],
+)
+def test_client_status_is_the_status_the_api_answers_for_the_error(error: BaseException, status: int) -> None:
+    assert client_status(error) == status
+
+
+class SpentTokenAccounts(AccountService):
+    """Accounts whose Cashu-token credential was already spent at the mint (what RedemptionService raises)."""
+
+    async def authenticate(self, authorization: str | None) -> Caller:
+        del authorization
+        msg = "The Cashu token was already spent"
+        raise TokenAlreadySpentError(msg)
+
+
+async def test_request_completed_logs_the_client_status_of_a_cashu_refusal() -> None:
+    harness = Harness({"a": FakeUpstream("a")}, refusal_status=client_status, accounts=SpentTokenAccounts)
+    request = ProxyRequest(
+        path="/chat/completions",
+        body=json.dumps({"model": "vendor/model-a", "messages": []}).encode(),
+        headers=[],
+        authorization="Bearer cashuBspent",
+        request_id="req-cashu",
+    )
+
+    with pytest.raises(TokenAlreadySpentError):
+        await harness.service.handle(request)
+
+    assert [(r.request_id, r.status) for r in harness.observer.records] == [("req-cashu", 400)]

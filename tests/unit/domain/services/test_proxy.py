@@ -71,6 +71,8 @@ class Harness:
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         offers: list[ModelOffer] | None = None,
         messages_providers: frozenset[str] = frozenset(),
+        refusal_status: Callable[[BaseException], int] | None = None,
+        accounts: Callable[[InMemoryLedger, FixedClock], AccountService] = AccountService,
     ) -> None:
         self.ledger = InMemoryLedger()
         self.clock = FixedClock()
@@ -87,7 +89,7 @@ class Harness:
         self.service = ProxyService(
             ledger=self.ledger,
             clock=self.clock,
-            accounts=AccountService(self.ledger, self.clock),
+            accounts=accounts(self.ledger, self.clock),
             upstreams=upstreams,
             catalog=lambda: Catalog(offers),
             rate=lambda: self.rate,
@@ -97,6 +99,7 @@ class Harness:
             settlements=self.observer,
             sleep=sleep,
             messages_providers=messages_providers,
+            refusal_status=refusal_status,
         )
         self.balance = balance
 
