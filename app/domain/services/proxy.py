@@ -127,6 +127,36 @@ class CompletedRequest:
     estimated: bool
     failovers: int
 
+    @classmethod
+    def refused(
+        cls,
+        request_id: str,
+        key_hash: str | None,
+        *,
+        model: str | None,
+        status: int,
+        duration_ms: int,
+        payment_mode: str,
+    ) -> "CompletedRequest":
+        """The record of a request refused before anything was reserved or forwarded: nothing charged."""
+        return cls(
+            request_id=request_id,
+            key_id=key_id(key_hash) if key_hash else None,
+            model=model,
+            provider=None,
+            prompt_tokens=0,
+            completion_tokens=0,
+            reserved_msat=0,
+            charged_msat=0,
+            status=status,
+            duration_ms=duration_ms,
+            upstream_ms=None,
+            streamed=False,
+            payment_mode=payment_mode,
+            estimated=False,
+            failovers=0,
+        )
+
 
 class RequestObserver(Protocol):
     def request_completed(self, record: CompletedRequest) -> None:
@@ -1004,23 +1034,13 @@ def _upstream_failure(response: UpstreamResponse) -> DomainError:
 
 def _refused_record(request: ProxyRequest, status: int, started: float) -> CompletedRequest:
     """The log record of a request refused before a credential was resolved: nothing reserved or charged."""
-    key_hash = _sk_key_hash(request.authorization)
-    return CompletedRequest(
-        request_id=request.request_id,
-        key_id=key_id(key_hash) if key_hash else None,
+    return CompletedRequest.refused(
+        request.request_id,
+        _sk_key_hash(request.authorization),
         model=None,
-        provider=None,
-        prompt_tokens=0,
-        completion_tokens=0,
-        reserved_msat=0,
-        charged_msat=0,
         status=status,
         duration_ms=int((time.perf_counter() - started) * 1000),
-        upstream_ms=None,
-        streamed=False,
         payment_mode="key",
-        estimated=False,
-        failovers=0,
     )
 
 

@@ -6,7 +6,6 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Final, Protocol
 
-from app.domain.accounts import key_id
 from app.domain.cashu import Token
 from app.domain.creq import demand_details, payment_request
 from app.domain.errors import (
@@ -238,22 +237,8 @@ class XCashuService:
         if self._modes is None:
             return
         self._modes.request_completed(
-            CompletedRequest(
-                request_id=request.request_id,
-                key_id=key_id(key_hash) if key_hash else None,
-                model=model,
-                provider=None,
-                prompt_tokens=0,
-                completion_tokens=0,
-                reserved_msat=0,
-                charged_msat=0,
-                status=status,
-                duration_ms=0,
-                upstream_ms=None,
-                streamed=False,
-                payment_mode=payment_mode,
-                estimated=False,
-                failovers=0,
+            CompletedRequest.refused(
+                request.request_id, key_hash, model=model, status=status, duration_ms=0, payment_mode=payment_mode
             )
         )
 
