@@ -34,6 +34,13 @@ def _cost_and_reservation(node_url: str, probe: LedgerProbe) -> tuple[int, int]:
     return int(response.headers["x-routstr-cost-msats"]), reservation.amount.value
 
 
+def _funding(paid_requests: int, cost: int, reservation: int) -> int:
+    """Enough for `paid_requests` charges at most, however the requests interleave: funding by the reservation
+    alone lets requests that happen to run one after another all succeed (each charges less than it holds)."""
+    assert cost < reservation <= paid_requests * cost
+    return paid_requests * cost
+
+
 def _check(responses: list[httpx.Response], probe: LedgerProbe, key: str, funded: int, cost: int) -> None:
     statuses = collections.Counter(r.status_code for r in responses)
     assert set(statuses) <= {200, 402}, statuses
@@ -50,7 +57,7 @@ async def test_200_concurrent_requests_charge_exactly_successes_times_cost_on_sq
     node: ServedNode, probe: LedgerProbe
 ) -> None:
     cost, reservation = await asyncio.to_thread(_cost_and_reservation, node.url, probe)
-    funded = 40 * reservation
+    funded = _funding(40, cost, reservation)
     key = await asyncio.to_thread(probe.create_key, funded)
 
     responses = await _fire([node.url], key, 200)
@@ -67,7 +74,7 @@ async def test_two_node_processes_on_postgresql_return_only_200_and_402(
     env = node_environment(postgres_database_url, echo.base_url)
     with NodeProcess(env) as first, NodeProcess(env) as second:
         cost, reservation = await asyncio.to_thread(_cost_and_reservation, first.url, probe)
-        funded = funded_for * reservation
+        funded = _funding(funded_for, cost, reservation)
         key = await asyncio.to_thread(probe.create_key, funded)
 
         responses = await _fire([first.url, second.url], key, requests)
